@@ -1,0 +1,70 @@
+import pytest
+
+from tinythinker import stages
+from tinythinker.types import Option, Question
+
+
+@pytest.fixture
+def q():
+    return Question("q1", "Where do  you keep\nmilk?", [Option("A", "fridge"), Option("B", "oven"), Option("C", "car")], "A")
+
+
+def test_recall_input_exact_format(q):
+    assert stages.recall_input(q) == "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall:"
+
+
+def test_analyze_input_exact_format(q):
+    assert stages.analyze_input(q, "Milk spoils when warm.", "B") == (
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall: Milk spoils when warm.\nAnalyze: For option B,"
+    )
+    assert stages.analyze_input(q, None, "C", "analyze_summarize").endswith(
+        "(C) car\nAnalyze: For option C,"
+    )
+
+
+def test_summarize_input_exact_format(q):
+    text = stages.summarize_input(q, "R.", {"A": "cold.", "B": "hot.", "C": "moves."})
+    assert text == (
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall: R.\n"
+        "Analyze: For option A, cold. For option B, hot. For option C, moves.\nSummarize:"
+    )
+    assert stages.summarize_input(q, stage_type="summarize") == (
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nSummarize:"
+    )
+
+
+@pytest.mark.parametrize("stage_type", list(stages.STAGE_TYPES))
+def test_round_trip_every_stage_type(q, stage_type):
+    recall = "Milk is kept cold." if stages.uses(stage_type, "recall") else None
+    analyses = {"A": "a fridge is cold.", "B": "an oven is hot.", "C": "a car is not for food."}
+    analyses = analyses if stages.uses(stage_type, "analyze") else None
+    parsed = stages.parse_input(stages.summarize_input(q, recall, analyses, stage_type))
+    assert parsed.stage == "summarize"
+    assert parsed.stem == "Where do you keep milk?"
+    assert [(o.label, o.text) for o in parsed.options] == [("A", "fridge"), ("B", "oven"), ("C", "car")]
+    assert parsed.recall == recall
+    assert parsed.analyses == analyses
+    if stages.uses(stage_type, "analyze"):
+        p = stages.parse_input(stages.analyze_input(q, recall, "C", stage_type))
+        assert (p.stage, p.label, p.recall) == ("analyze", "C", recall)
+    if stages.uses(stage_type, "recall"):
+        assert stages.parse_input(stages.recall_input(q)).stage == "recall"
+
+
+def test_answer_regex():
+    assert stages.parse_answer("So the answer is option C.") == "C"
+    assert stages.parse_answer(stages.summarize_target("B", "oven")) == "B"
+    assert stages.parse_answer("So the answer is option C") is None
+    assert stages.parse_answer("So the answer is option E.", ["A", "B", "C"]) is None
+
+
+def test_unknown_stage_type_is_a_clear_error(q):
+    with pytest.raises(ValueError, match="unknown stage type 'recall_only'"):
+        stages.stages_of("recall_only")
+    with pytest.raises(ValueError, match="needs a recall"):
+        stages.summarize_input(q, None, {}, "recall_analyze_summarize")
+
+
+def test_parse_rejects_garbage():
+    with pytest.raises(ValueError):
+        stages.parse_input("just one line")

@@ -1,0 +1,5 @@
+import sys
+
+from tinythinker.cli import main
+
+sys.exit(main())

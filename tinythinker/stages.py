@@ -1,0 +1,161 @@
+"""The ONLY module that knows the text formats of Recall / Analyze / Summarize.
+
+Formats follow the paper's released code (shengminp/TinyThinker, scripts/generate.py):
+
+    Recall input     {stem}\n(A) a (B) b ...\nRecall:
+    Analyze input    {stem}\n(A) ...\nRecall: {recall}\nAnalyze: For option X,      -> target: explanation of X
+    Summarize input  {stem}\n(A) ...\nRecall: {recall}\nAnalyze: For option A, .. For option B, ..\nSummarize:
+    Summarize target So the answer is option X.
+
+Stage types drop the stages they do not train: `summarize` (answer only), `recall_summarize`,
+`analyze_summarize`, `recall_analyze_summarize` (the full method).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tinythinker.types import Option, Question
+
+RECALL, ANALYZE, SUMMARIZE = "recall", "analyze", "summarize"
+STAGES = (RECALL, ANALYZE, SUMMARIZE)
+STAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "summarize": (SUMMARIZE,),
+    "recall_summarize": (RECALL, SUMMARIZE),
+    "analyze_summarize": (ANALYZE, SUMMARIZE),
+    "recall_analyze_summarize": (RECALL, ANALYZE, SUMMARIZE),
+}
+DEFAULT_STAGE_TYPE = "recall_analyze_summarize"
+
+# The paper's answer regex, verbatim.
+ANSWER_RE = re.compile(r"the answer is option ([A-Z])\.")
+_OPTION_RE = re.compile(r"\(([A-Z])\) ")
+_ANALYSIS_RE = re.compile(r"For option ([A-Z]), (.*?)(?= For option [A-Z], |$)", re.DOTALL)
+
+
+def stages_of(stage_type: str) -> tuple[str, ...]:
+    try:
+        return STAGE_TYPES[stage_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown stage type {stage_type!r}; choose one of {', '.join(STAGE_TYPES)}"
+        ) from None
+
+
+def uses(stage_type: str, stage: str) -> bool:
+    return stage in stages_of(stage_type)
+
+
+def _clean(text: str) -> str:
+    # Newlines inside a stage's text would break the line structure that parsing relies on.
+    return " ".join(text.split())
+
+
+def options_line(options: list[Option]) -> str:
+    return " ".join(f"({o.label}) {_clean(o.text)}" for o in options)
+
+
+def question_block(q: Question) -> str:
+    return f"{_clean(q.stem)}\n{options_line(q.options)}"
+
+
+def recall_input(q: Question) -> str:
+    return f"{question_block(q)}\nRecall:"
+
+
+def _context(q: Question, recall: str | None, stage_type: str) -> str:
+    block = question_block(q)
+    if uses(stage_type, RECALL):
+        if recall is None:
+            raise ValueError(f"stage type {stage_type!r} needs a recall text for question {q.id!r}")
+        block += f"\nRecall: {_clean(recall)}"
+    return block
+
+
+def analyze_prefix(label: str) -> str:
+    return f"For option {label},"
+
+
+def analyze_input(q: Question, recall: str | None, label: str,
+                  stage_type: str = DEFAULT_STAGE_TYPE) -> str:
+    if not uses(stage_type, ANALYZE):
+        raise ValueError(f"stage type {stage_type!r} has no Analyze stage")
+    return f"{_context(q, recall, stage_type)}\nAnalyze: {analyze_prefix(label)}"
+
+
+def analyses_text(labels: list[str], analyses: dict[str, str]) -> str:
+    return " ".join(f"{analyze_prefix(lab)} {_clean(analyses.get(lab, ''))}".rstrip() for lab in labels)
+
+
+def summarize_input(q: Question, recall: str | None = None, analyses: dict[str, str] | None = None,
+                    stage_type: str = DEFAULT_STAGE_TYPE) -> str:
+    text = _context(q, recall, stage_type)
+    if uses(stage_type, ANALYZE):
+        if analyses is None:
+            raise ValueError(f"stage type {stage_type!r} needs analyses for question {q.id!r}")
+        text += f"\nAnalyze: {analyses_text(q.labels, analyses)}"
+    return f"{text}\nSummarize:"
+
+
+def summarize_target(label: str, option_text: str | None = None) -> str:
+    """`So the answer is option X.` (the paper). With option_text, `(X) TEXT. So the answer is option X.`:
+    the option's words next to its letter, a recipe variant that keeps the paper's answer regex valid."""
+    if option_text is None:
+        return f"So the answer is option {label}."
+    return f"({label}) {_clean(option_text)}. So the answer is option {label}."
+
+
+def parse_answer(text: str, valid_labels: list[str] | None = None) -> str | None:
+    """The predicted letter, or None (an invalid answer) when the regex misses or names no listed option."""
+    m = ANSWER_RE.search(text or "")
+    if not m:
+        return None
+    label = m.group(1)
+    if valid_labels is not None and label not in valid_labels:
+        return None
+    return label
+
+
+@dataclass
+class ParsedInput:
+    stem: str
+    options: list[Option]
+    recall: str | None
+    analyses: dict[str, str] | None
+    stage: str
+    label: str | None = None  # the option an Analyze input asks about
+
+
+def parse_input(text: str) -> ParsedInput:
+    """Inverse of the *_input renderers: read any stage input back into its parts."""
+    lines = text.split("\n")
+    if len(lines) < 3:
+        raise ValueError(f"not a stage input (needs stem, options and a stage line): {text[:80]!r}")
+    stem, opt_line, rest = lines[0], lines[1], lines[2:]
+    marks = list(_OPTION_RE.finditer(opt_line))
+    if not marks:
+        raise ValueError(f"no '(A) ...' options in line {opt_line[:80]!r}")
+    options = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(opt_line)
+        options.append(Option(m.group(1), opt_line[m.end():end].rstrip()))
+    recall = None
+    analyses = None
+    if rest and rest[0].startswith("Recall:"):
+        if len(rest) == 1:
+            return ParsedInput(stem, options, None, None, RECALL)
+        recall = rest[0][len("Recall: "):]
+        rest = rest[1:]
+    if rest and rest[0].startswith("Analyze: "):
+        body = rest[0][len("Analyze: "):]
+        if len(rest) == 1:  # an Analyze input ends with the open prefix "For option X,"
+            m = re.fullmatch(r"For option ([A-Z]),", body)
+            if not m:
+                raise ValueError(f"malformed Analyze input line {body[:80]!r}")
+            return ParsedInput(stem, options, recall, None, ANALYZE, m.group(1))
+        analyses = {m.group(1): m.group(2).strip() for m in _ANALYSIS_RE.finditer(body)}
+        rest = rest[1:]
+    if rest == ["Summarize:"]:
+        return ParsedInput(stem, options, recall, analyses, SUMMARIZE)
+    raise ValueError(f"stage input does not end with a known stage line: {text[-80:]!r}")
