@@ -1,0 +1,146 @@
+"""The paper's interval schedule as a batch sampler that a stock `transformers.Trainer` consumes.
+
+Phase 1 trains one model on three stage datasets. The paper switches between them on a fixed rhythm:
+`interval` optimizer steps on Recall, `interval x number_of_options` on Analyze (it has one example per option),
+`interval` on Summarize, and again; a stage whose data is used up for this epoch is skipped until all are.
+
+The paper's code got there by copying the Trainer's training loop. Here the rhythm lives in the *order of the
+batches*: the sampler yields batches of indices into one concatenated dataset, so the Trainer's own loop,
+checkpointing, resumption (it skips already-seen batches) and distributed sharding all keep working.
+
+Distributed: accelerate wraps a batch sampler in `BatchSamplerShard`, which hands process p the batches
+p, p + world, p + 2 world, ... So each optimizer step is emitted as `world_size x grad_accum` consecutive
+batches of the same stage: every process, and every micro-batch of the step, trains the same stage.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+
+ORDERS = ("interval", "mixed")
+
+
+def stage_multipliers(stages: Sequence[str], n_options: int) -> dict[str, int]:
+    """Steps per visit, in units of `interval`: Analyze has one example per option, so it gets that many times more."""
+    return {s: (n_options if s == "analyze" else 1) for s in stages}
+
+
+def interval_order(steps: dict[str, int], stages: Sequence[str], interval: int, n_options: int) -> list[str]:
+    """The stage of every optimizer step in one epoch, given how many steps each stage's data fills.
+
+    Visit the stages in order, `interval x multiplier` steps each, skipping a stage once its steps are used up,
+    until every stage is used up.
+    """
+    if interval < 1:
+        raise ValueError(f"interval must be at least 1, got {interval}")
+    mult = stage_multipliers(stages, n_options)
+    left = {s: steps.get(s, 0) for s in stages}
+    order: list[str] = []
+    while any(left.values()):
+        for s in stages:
+            take = min(left[s], interval * mult[s])
+            order.extend([s] * take)
+            left[s] -= take
+    return order
+
+
+def cycle_steps(stages: Sequence[str], interval: int, n_options: int) -> int:
+    """Length in optimizer steps of one full schedule cycle while no stage is used up."""
+    mult = stage_multipliers(stages, n_options)
+    return interval * sum(mult[s] for s in stages)
+
+
+class StageBatchSampler(torch.utils.data.Sampler):
+    """Yields lists of indices into the concatenation of the stage datasets (in `stages` order).
+
+    `sizes[s]` is the number of examples of stage s. Each epoch every stage is shuffled (seed + epoch), cut into
+    optimizer steps of `batch_size x world_size x grad_accum` examples (the last one topped up from the start of
+    the same shuffled stage so that every process gets full batches), and the steps are ordered by the schedule.
+    `order="mixed"` is the ablation: all examples of all stages shuffled together, no schedule.
+    """
+
+    def __init__(self, sizes: dict[str, int], stages: Sequence[str], *, batch_size: int, interval: int,
+                 n_options: int, seed: int = 0, order: str = "interval", world_size: int = 1,
+                 grad_accum: int = 1):
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        empty = [s for s in stages if sizes.get(s, 0) == 0]
+        if empty:
+            raise ValueError(f"no training examples for stage(s) {', '.join(empty)}")
+        self.sizes = {s: sizes[s] for s in stages}
+        self.stages = tuple(stages)
+        self.batch_size = batch_size
+        self.interval = interval
+        self.n_options = n_options
+        self.seed = seed
+        self.order = order
+        self.per_step = world_size * grad_accum  # batches in one optimizer step
+        self.epoch = 0
+        offsets, total = {}, 0
+        for s in self.stages:
+            offsets[s] = total
+            total += self.sizes[s]
+        self.offsets = offsets
+        self.total = total
+
+    def set_epoch(self, epoch: int) -> None:
+        # The Trainer calls this at each epoch start (also when it resumes mid-epoch), so a resumed run
+        # replays exactly the batch order of the run it continues.
+        self.epoch = epoch
+
+    def _step_examples(self) -> int:
+        return self.batch_size * self.per_step
+
+    def steps_per_stage(self) -> dict[str, int]:
+        n = self._step_examples()
+        return {s: math.ceil(self.sizes[s] / n) for s in self.stages}
+
+    def step_stages(self) -> list[str]:
+        """The stage of every optimizer step of an epoch (the same for every epoch); 'mixed' for the ablation."""
+        if self.order == "mixed":
+            return ["mixed"] * math.ceil(self.total / self._step_examples())
+        return interval_order(self.steps_per_stage(), self.stages, self.interval, self.n_options)
+
+    def __len__(self) -> int:
+        return len(self.step_stages()) * self.per_step
+
+    def _fill(self, indices: list[int], n_steps: int) -> list[int]:
+        need = n_steps * self._step_examples()
+        reps = math.ceil(need / len(indices))
+        return (indices * reps)[:need]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        n = self._step_examples()
+        if self.order == "mixed":
+            pool = list(range(self.total))
+            rng.shuffle(pool)
+            steps = [pool[i:i + n] for i in range(0, len(pool), n)]
+            steps[-1] = self._fill(steps[-1], 1) if len(steps[-1]) < n else steps[-1]
+        else:
+            per_stage: dict[str, list[list[int]]] = {}
+            for s, k in self.steps_per_stage().items():
+                idx = [self.offsets[s] + i for i in range(self.sizes[s])]
+                rng.shuffle(idx)
+                idx = self._fill(idx, k)
+                per_stage[s] = [idx[i:i + n] for i in range(0, len(idx), n)]
+            cursor = dict.fromkeys(self.stages, 0)
+            steps = []
+            for s in self.step_stages():
+                steps.append(per_stage[s][cursor[s]])
+                cursor[s] += 1
+        for step in steps:
+            for b in range(self.per_step):
+                yield step[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def stage_of_index(self, index: int) -> str:
+        for s in reversed(self.stages):
+            if index >= self.offsets[s]:
+                return s
+        raise IndexError(index)
