@@ -1,0 +1,70 @@
+"""`python -m tinythinker train`: phase 1, coarse-to-fine three-stage training into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tinythinker.phase1 import ANSWER_FORMATS, Phase1Config, train_phase1
+from tinythinker.schedule import ORDERS
+from tinythinker.stages import DEFAULT_STAGE_TYPE, STAGE_TYPES
+
+
+def register(subparsers) -> None:
+    d = Phase1Config()
+    p = subparsers.add_parser(
+        "train", help="phase 1: train a student on Recall / Analyze / Summarize with the interval schedule",
+        description="Phase 1 of TinyThinker. Builds the three stage datasets from teacher rationales, trains with "
+                    "the interval schedule, evaluates the staged pipeline at the end of every schedule cycle and "
+                    "keeps the best checkpoint in RUN/best. Rerunning the same command resumes from RUN's last "
+                    "checkpoint. Multi-GPU: run the same command under `torchrun --nproc_per_node N -m tinythinker "
+                    "train ...` or `accelerate launch -m tinythinker train ...`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", default=d.data, help="benchmark: csqa, obqa, strategyqa")
+    p.add_argument("--data-dir", default=None, help="local data folder (else env TINYTHINKER_DATA_DIR)")
+    p.add_argument("--source", default=None, help="rationale source (default: the benchmark's own)")
+    p.add_argument("--student", default=d.student,
+                   help="minilm-bert2bert, smollm2-135m, a hub id, a student folder, or a run folder (its best/)")
+    p.add_argument("--stage-type", default=DEFAULT_STAGE_TYPE, choices=list(STAGE_TYPES))
+    p.add_argument("--run", required=True, help="run folder (config, metrics.jsonl, checkpoints, best/)")
+    p.add_argument("--interval", type=int, default=d.interval, help="steps per Recall/Summarize visit "
+                   "(Analyze gets interval x number of options)")
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--limit", type=int, default=None, help="use the first N training questions")
+    p.add_argument("--eval-limit", type=int, default=None, help="validate on the first N validation questions")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--answer-format", default=d.answer_format, choices=ANSWER_FORMATS,
+                   help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'")
+    p.add_argument("--order", default=d.order, choices=ORDERS,
+                   help="interval: the paper's schedule; mixed: all stages shuffled together (ablation)")
+    p.add_argument("--restrict-answer", action="store_true",
+                   help="at evaluation, decode the Summarize letter among the question's options only")
+    p.add_argument("--max-source-length", type=int, default=d.max_source_length)
+    p.add_argument("--max-target-length", type=int, default=d.max_target_length)
+    p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Phase1Config:
+    return Phase1Config(
+        data=args.data, data_dir=args.data_dir, source=args.source, student=args.student,
+        stage_type=args.stage_type, run=args.run, interval=args.interval, epochs=args.epochs,
+        max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        warmup_steps=args.warmup_steps, seed=args.seed, answer_format=args.answer_format, order=args.order,
+        restrict_answer=args.restrict_answer, max_source_length=args.max_source_length,
+        max_target_length=args.max_target_length, logging_steps=args.logging_steps,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train_phase1(config_from_args(args))  # the Trainer draws the progress bar
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "evals"}, indent=2))
+    return 0

@@ -1,0 +1,496 @@
+"""Phase 1: coarse-to-fine supervised training (reasoning acquisition).
+
+One student is fine-tuned on three stage datasets (Recall, Analyze per option, Summarize) built from teacher
+rationales, switching between them on the paper's interval schedule (`tinythinker.schedule`), and the checkpoint
+is chosen by the accuracy of the full staged pipeline on validation questions.
+
+The loop is a stock `transformers.Trainer`; `Phase1Trainer` overrides only the train dataloader (the schedule is
+a batch sampler) and `evaluate` (staged generation instead of teacher-forced loss). Runs under `torchrun` /
+`accelerate launch` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from tinythinker import runs, stages
+from tinythinker.schedule import ORDERS, StageBatchSampler, cycle_steps
+from tinythinker.types import Question, Rationale
+
+log = logging.getLogger("tinythinker.phase1")
+
+ANSWER_FORMATS = ("letter", "letter_text")
+
+
+@dataclass
+class Phase1Config:
+    data: str = "csqa"
+    student: str = "minilm-bert2bert"
+    stage_type: str = stages.DEFAULT_STAGE_TYPE
+    run: str = "runs/phase1"
+    data_dir: str | None = None
+    source: str | None = None  # rationale source; None = the benchmark's default
+    limit: int | None = None  # training questions
+    eval_limit: int | None = None  # validation questions (the first N)
+    seed: int = 0
+    interval: int = 20
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    lr: float = 5e-4  # the paper's released scripts (T5-small)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    # "letter": the paper's `So the answer is option X.`; "letter_text": `(X) TEXT. So the answer is option X.`
+    answer_format: str = "letter"
+    order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
+    restrict_answer: bool = False  # decode the Summarize letter among the question's options only
+    max_source_length: int = 512
+    max_target_length: int = 128
+    logging_steps: int | None = None  # None: one log per `interval` steps, i.e. per stage segment
+
+    def check(self) -> None:
+        """Everything that can be checked before loading data or models."""
+        stages.stages_of(self.stage_type)  # clear error for an unknown stage type
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"unknown answer format {self.answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown order {self.order!r}; choose one of {', '.join(ORDERS)}")
+        for name in ("interval", "batch_size", "eval_batch_size", "grad_accum", "max_source_length",
+                     "max_target_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError("epochs must be positive (or give max_steps)")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def resolved(self) -> dict[str, Any]:
+        """What config.json holds: every field, plus what kind of run it is."""
+        d = asdict(self)
+        d["command"] = "train"
+        return d
+
+
+@dataclass
+class StageData:
+    """The (input, target) pairs of each stage a stage type trains, and what was left out and why."""
+
+    examples: dict[str, list[tuple[str, str]]]
+    dropped_duplicates: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    n_options: int = 0
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(v) for s, v in self.examples.items()}
+
+
+def _answer_target(q: Question, answer_format: str) -> str:
+    if answer_format == "letter_text":
+        return stages.summarize_target(q.answer, q.option_text(q.answer))
+    return stages.summarize_target(q.answer)
+
+
+def build_stage_data(examples: list[tuple[Question, list[Rationale]]], stage_type: str,
+                     answer_format: str = "letter", source_name: str = "the rationale source") -> StageData:
+    """Stage datasets from teacher rationales, formatted by `tinythinker.stages` only.
+
+    Every rationale of a question is used; duplicates are dropped by (input, target) as the paper's code does
+    (so `summarize`, whose input is the bare question, keeps one example per question). A rationale that lacks
+    what a stage's input needs (no recall text, or no analysis for some option of a Summarize input) is skipped
+    for that stage and counted: training on inputs the pipeline never produces would teach the wrong format.
+    """
+    used = stages.stages_of(stage_type)
+    need_recall, need_analyze = stages.RECALL in used, stages.ANALYZE in used
+    if need_recall and not any(r.recall for _, rs in examples for r in rs):
+        raise ValueError(f"stage type {stage_type!r} trains Recall, but {source_name} has no recall texts; "
+                         "use --stage-type summarize or analyze_summarize, or another rationale source")
+    if need_analyze and not any(r.analyses for _, rs in examples for r in rs):
+        raise ValueError(f"stage type {stage_type!r} trains Analyze, but {source_name} has no per-option analyses; "
+                         "use --stage-type summarize or recall_summarize, or another rationale source")
+    out: dict[str, list[tuple[str, str]]] = {s: [] for s in used}
+    seen: dict[str, set[tuple[str, str]]] = {s: set() for s in used}
+    dropped = dict.fromkeys(used, 0)
+    skipped = dict.fromkeys(used, 0)
+    n_options = 0
+
+    def add(stage: str, inp: str, target: str) -> None:
+        key = (inp, target)
+        if key in seen[stage]:
+            dropped[stage] += 1
+            return
+        seen[stage].add(key)
+        out[stage].append(key)
+
+    for q, rationales in examples:
+        if q.answer is None:
+            raise ValueError(f"training question {q.id!r} has no answer key")
+        n_options = max(n_options, len(q.options))
+        target = _answer_target(q, answer_format)
+        if not need_recall and not need_analyze:
+            add(stages.SUMMARIZE, stages.summarize_input(q, stage_type=stage_type), target)
+            continue
+        for r in rationales:
+            has_recall = bool(r.recall) or not need_recall
+            if need_recall:
+                if r.recall:
+                    add(stages.RECALL, stages.recall_input(q), r.recall)
+                else:
+                    skipped[stages.RECALL] += 1
+            if need_analyze:
+                for label in q.labels:
+                    text = r.analyses.get(label)
+                    if text and has_recall:
+                        add(stages.ANALYZE, stages.analyze_input(q, r.recall, label, stage_type), text)
+                    else:
+                        skipped[stages.ANALYZE] += 1
+            complete = not need_analyze or all(r.analyses.get(lab) for lab in q.labels)
+            if has_recall and complete:
+                add(stages.SUMMARIZE, stages.summarize_input(q, r.recall, r.analyses, stage_type), target)
+            else:
+                skipped[stages.SUMMARIZE] += 1
+    empty = [s for s in used if not out[s]]
+    if empty:
+        raise ValueError(f"no usable training examples for stage(s) {', '.join(empty)} of stage type "
+                         f"{stage_type!r} in {source_name}")
+    return StageData(out, dropped, skipped, n_options)
+
+
+class StageDataset(torch.utils.data.Dataset):
+    """Encoded features of all stages, concatenated in stage order (what `StageBatchSampler` indexes)."""
+
+    def __init__(self, features: list[dict[str, list[int]]]):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.features[i]
+
+
+def encode_stage_data(student, data: StageData, max_source_length: int, max_target_length: int) -> StageDataset:
+    features: list[dict[str, list[int]]] = []
+    for s in data.examples:
+        pairs = data.examples[s]
+        for i in range(0, len(pairs), 256):
+            chunk = pairs[i:i + 256]
+            enc = student.encode([p[0] for p in chunk], [p[1] for p in chunk],
+                                 max_source_length=max_source_length, max_target_length=max_target_length)
+            for j in range(len(chunk)):
+                features.append({k: enc[k][j] for k in ("input_ids", "attention_mask", "labels")})
+    return StageDataset(features)
+
+
+def evaluate_pipeline(student, questions: list[Question], stage_type: str, *, batch_size: int,
+                      restrict_answer: bool, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+    """Greedy staged pipeline accuracy on this process's share of the questions; counts, so shares add up."""
+    from tinythinker.pipeline import GREEDY, run_pipeline
+
+    mine = questions[rank::world_size]
+    was_training = student.model.training
+    student.model.eval()  # no dropout while generating
+    try:
+        traces = run_pipeline(student, mine, stage_type=stage_type, sampling=GREEDY, batch_size=batch_size,
+                              restrict_answer=restrict_answer) if mine else []
+    finally:
+        student.model.train(was_training)
+    return {"correct": sum(bool(t.correct) for t in traces),
+            "invalid": sum(t.predicted is None for t in traces), "n": len(traces)}
+
+
+class Phase1Trainer(Trainer):
+    """A stock Trainer whose batches follow the stage schedule and whose evaluation is the staged pipeline."""
+
+    def __init__(self, *args, student, sampler_args: dict[str, Any], questions: list[Question],
+                 stage_type: str, restrict_answer: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.student = student
+        self.sampler_args = sampler_args
+        self.questions = questions
+        self.stage_type = stage_type
+        self.restrict_answer = restrict_answer
+
+    def make_sampler(self) -> StageBatchSampler:
+        return StageBatchSampler(**self.sampler_args, world_size=self.args.world_size,
+                                 grad_accum=self.args.gradient_accumulation_steps)
+
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(self.train_dataset, batch_sampler=self.make_sampler(), collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers)
+        # accelerate shards the batch sampler across processes (BatchSamplerShard); the sampler emits each
+        # optimizer step as world_size x grad_accum batches of one stage, so the shards stay in step.
+        return self.accelerator.prepare(loader)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        start = time.time()
+        counts = evaluate_pipeline(self.student, self.questions, self.stage_type,
+                                   batch_size=self.args.per_device_eval_batch_size,
+                                   restrict_answer=self.restrict_answer,
+                                   rank=self.args.process_index, world_size=self.args.world_size)
+        totals = torch.tensor([counts["correct"], counts["invalid"], counts["n"]], dtype=torch.float64,
+                              device=self.args.device)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        correct, invalid, n = totals.tolist()
+        metrics = {f"{metric_key_prefix}_accuracy": correct / n if n else 0.0,
+                   f"{metric_key_prefix}_invalid_rate": invalid / n if n else 0.0,
+                   f"{metric_key_prefix}_questions": int(n),
+                   f"{metric_key_prefix}_runtime": round(time.time() - start, 3)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class RunRecorder(TrainerCallback):
+    """Writes metrics.jsonl (loss with its stage, eval accuracy), keeps `best/`, reports progress."""
+
+    def __init__(self, run: Path, student, step_stages: list[str],
+                 on_progress: Callable[[dict[str, Any]], None] | None):
+        self.run = run
+        self.student = student
+        self.step_stages = step_stages
+        self.on_progress = on_progress
+        self.last_logged = 0
+
+    def stage_at(self, step: int) -> str:
+        return self.step_stages[(step - 1) % len(self.step_stages)]
+
+    def _window_stage(self, start: int, end: int) -> str:
+        # A logging window normally sits inside one stage segment; if a segment ended inside it, name them all.
+        seen: list[str] = []
+        for g in range(start + 1, end + 1):
+            s = self.stage_at(g)
+            if s not in seen:
+                seen.append(s)
+        return "+".join(seen)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_logged = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.on_progress and state.is_world_process_zero:
+            self.on_progress({"kind": "step", "step": state.global_step, "max_steps": state.max_steps,
+                              "stage": self.stage_at(state.global_step), "epoch": state.epoch})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        rec: dict[str, Any] | None = None
+        if "loss" in logs:
+            rec = {"kind": "train", "step": state.global_step, "epoch": state.epoch, "loss": logs["loss"],
+                   "stage": self._window_stage(self.last_logged, state.global_step),
+                   "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                   "time": time.time()}
+            self.last_logged = state.global_step
+        elif "eval_accuracy" in logs:
+            rec = {"kind": "eval", "step": state.global_step, "epoch": state.epoch,
+                   "accuracy": logs["eval_accuracy"], "invalid_rate": logs["eval_invalid_rate"],
+                   "questions": logs["eval_questions"], "eval_s": logs.get("eval_runtime"), "time": time.time()}
+        if rec is None:
+            return
+        runs.append_metrics(self.run, rec)
+        log.info(json.dumps(rec, sort_keys=True))
+        if self.on_progress:
+            self.on_progress(rec)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or state.best_global_step != state.global_step:
+            return
+        # Written next to best/ then swapped in, so best/ is always a complete student folder.
+        tmp = self.run / ".best.tmp"
+        old = self.run / ".best.old"
+        for p in (tmp, old):
+            if p.exists():
+                _rmtree(p)
+        self.student.save(tmp)
+        (tmp / "phase1_best.json").write_text(json.dumps(
+            {"step": state.global_step, "accuracy": state.best_metric}, indent=2) + "\n")
+        best = self.run / runs.BEST
+        if best.exists():
+            best.rename(old)
+        tmp.rename(best)
+        if old.exists():
+            _rmtree(old)
+        log.info("new best accuracy %.4f at step %d -> %s", state.best_metric, state.global_step, best)
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p)
+
+
+@dataclass
+class Phase1Result:
+    run: str
+    global_step: int
+    best_accuracy: float | None
+    best_step: int | None
+    best_path: str | None
+    train_s: float
+    peak_rss_mb: float
+    resumed_from: str | None
+    stage_sizes: dict[str, int]
+    evals: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _file_logging(run: Path) -> logging.Handler:
+    handler = logging.FileHandler(run / runs.LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("tinythinker", "transformers.trainer"):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    return handler
+
+
+def resolve_student_path(name_or_path: str) -> str:
+    """`--student runs/x` (a run folder) means that run's best checkpoint."""
+    p = Path(name_or_path)
+    if (p / runs.CONFIG).is_file() and (p / runs.BEST).is_dir():
+        try:
+            if "command" in runs.read_config(p):
+                return str(p / runs.BEST)
+        except runs.RunError:
+            pass
+    return name_or_path
+
+
+def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Rationale]]], list[Question]]:
+    from tinythinker.data import load_examples, load_questions
+
+    train = load_examples(config.data, "train", data_dir=config.data_dir, seed=config.seed, limit=config.limit,
+                          source=config.source)
+    val = load_questions(config.data, "validation", data_dir=config.data_dir, seed=config.seed,
+                         limit=config.eval_limit)
+    if not train:
+        raise ValueError(f"no training questions in {config.data!r}")
+    if not val:
+        raise ValueError(f"no validation questions in {config.data!r}")
+    return train, val
+
+
+def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 *, student=None, examples=None, questions=None) -> Phase1Result:
+    """Train (or resume) a phase-1 run in `config.run`. `student` / `examples` / `questions` override what the
+    config names (tests and the app pass objects already in memory); the config still records the names."""
+    config.check()
+    run = Path(config.run)
+    if examples is None or questions is None:
+        loaded_train, loaded_val = load_phase1_data(config)
+        examples = loaded_train if examples is None else examples
+        questions = loaded_val if questions is None else questions
+    source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
+    data = build_stage_data(examples, config.stage_type, config.answer_format, source_name)
+    resumed = runs.prepare_run(run, config.resolved())  # errors on another config before any training
+    handler = _file_logging(run)
+    try:
+        return _train(config, run, data, questions, student, on_progress, resumed)
+    finally:
+        for name in ("tinythinker", "transformers.trainer"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def _train(config, run, data, questions, student, on_progress, resumed) -> Phase1Result:
+    from transformers.trainer_utils import set_seed
+
+    from tinythinker.students import load_student
+
+    set_seed(config.seed)
+    if student is None:
+        student = load_student(resolve_student_path(config.student))
+    log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
+             data.skipped)
+    dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
+    stage_list = list(data.examples)
+    sampler_args = dict(sizes=data.sizes(), stages=stage_list, batch_size=config.batch_size,
+                        interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
+    cycle = cycle_steps(stage_list, config.interval, data.n_options)
+    args = TrainingArguments(
+        output_dir=str(run / runs.CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        # The paper evaluates, saves and logs at one shared cadence; ours is one schedule cycle.
+        eval_strategy="steps", eval_steps=cycle,
+        save_strategy="steps", save_steps=cycle,
+        save_total_limit=1,  # plus the best one, which the Trainer protects; best/ holds a clean copy
+        logging_strategy="steps", logging_steps=config.logging_steps or config.interval,
+        metric_for_best_model="accuracy", greater_is_better=True,
+        report_to="none", seed=config.seed, data_seed=config.seed,
+        remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=on_progress is not None,
+    )
+    probe = StageBatchSampler(**sampler_args)
+    recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
+    trainer = Phase1Trainer(
+        model=student.model, args=args, train_dataset=dataset, eval_dataset=questions,
+        data_collator=student.collator(), callbacks=[recorder],
+        student=student, sampler_args=sampler_args, questions=questions, stage_type=config.stage_type,
+        restrict_answer=config.restrict_answer,
+    )
+    if hasattr(student, "device"):
+        try:
+            student.device = trainer.args.device
+        except AttributeError:
+            pass
+    checkpoint = runs.last_checkpoint(run)
+    if checkpoint is not None:
+        step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        dropped = runs.truncate_metrics(run, step) if trainer.is_world_process_zero() else 0
+        log.info("resuming from %s (step %d); dropped %d metric records logged after it", checkpoint, step, dropped)
+    elif resumed and trainer.is_world_process_zero():
+        runs.truncate_metrics(run, 0)  # killed before its first checkpoint: start the record over
+    log.info("training %s on %s, stage type %s, %d steps per epoch, cycle %d steps", config.student, config.data,
+             config.stage_type, len(probe.step_stages()), cycle)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_s = time.time() - start
+    evals = runs.read_metrics(run, "eval")
+    best = max(evals, key=lambda r: r["accuracy"], default=None)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = Phase1Result(
+        run=str(run), global_step=trainer.state.global_step,
+        best_accuracy=trainer.state.best_metric if trainer.state.best_metric is not None else (
+            best["accuracy"] if best else None),
+        best_step=trainer.state.best_global_step, best_path=str(run / runs.BEST) if (run / runs.BEST).is_dir()
+        else None, train_s=round(train_s, 2), peak_rss_mb=round(peak, 1),
+        resumed_from=str(checkpoint) if checkpoint else None, stage_sizes=data.sizes(), evals=evals,
+    )
+    if trainer.is_world_process_zero():
+        runs.append_metrics(run, {"kind": "end", "step": trainer.state.global_step, "train_s": result.train_s,
+                                  "best_accuracy": result.best_accuracy, "best_step": result.best_step,
+                                  "peak_rss_mb": result.peak_rss_mb, "time": time.time()})
+    return result
+
+
+def steps_per_epoch(data: StageData, config: Phase1Config, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch (for planning a budget)."""
+    n = config.batch_size * world_size * config.grad_accum
+    if config.order == "mixed":
+        return math.ceil(sum(data.sizes().values()) / n)
+    return sum(math.ceil(k / n) for k in data.sizes().values())
