@@ -65,3 +65,39 @@ def test_rpo_gradient_raises_chosen_and_lowers_rejected():
     # d/dpc = -beta * sigmoid(0) - alpha / tokens; d/dpr = +beta * sigmoid(0)
     assert pc.grad.item() == pytest.approx(-0.25 - 0.25)
     assert pr.grad.item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_a_few_steps_raise_the_chosen_vs_rejected_margin(tmp_path, kind):
+    from tinythinker.dpo import DPOConfig, build_trainer, pair_dataset
+    from tinythinker.pairs import Pair
+    from tinythinker.tiny import tiny_student
+
+    student = tiny_student(kind, seed=0)
+    pairs = [Pair(f"question {i}\nRecall:", "the water is cold", "a tree is hot fire", "recall", f"q{i}")
+             for i in range(4)]
+    dataset, dropped = pair_dataset(student, pairs, 64, 32)
+    assert dropped == 0 and len(dataset) == 4
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=4,
+                     logging_steps=1, save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0)
+    trainer = build_trainer(student, dataset, args)
+
+    def margin():
+        student.model.eval()
+        with torch.no_grad():
+            lp = student.sequence_logprobs([p.prompt for p in pairs] * 2,
+                                           [p.chosen for p in pairs] + [p.rejected for p in pairs])
+        return (lp[:4] - lp[4:]).tolist()
+
+    before = margin()
+    ref = trainer.train_dataset
+    # the precomputed reference is the starting policy: it scores pairs as Student.sequence_logprobs does
+    ref_margins = [c - r for c, r in zip(ref["ref_chosen_logps"], ref["ref_rejected_logps"], strict=True)]
+    assert ref_margins == pytest.approx(before, abs=1e-3)
+    trainer.train()
+    after = margin()
+    assert sum(after) / 4 > sum(before) / 4 + 0.5
+    logged = [h for h in trainer.state.log_history if "rewards/margins" in h]
+    assert len(logged) == 4
+    assert logged[-1]["rewards/margins"] > 0 and logged[-1]["rewards/accuracies"] == 1.0
+    assert all(k in logged[0] for k in ("dpo_loss", "nll_loss", "loss"))

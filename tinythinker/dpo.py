@@ -185,3 +185,39 @@ class DPOTrainer(Trainer):
                 logs[key] = sum(values) / len(values)
             self._stored.clear()
         super().log(logs, start_time)
+
+
+def pair_dataset(student, pairs, max_prompt_length: int, max_completion_length: int) -> tuple[Dataset, int]:
+    """Tokenised pairs, in the given order, and how many were left out because a completion is longer than
+    `max_completion_length` tokens (`Student.encode` never cuts a target; a cut completion would be scored
+    on text the model never wrote)."""
+    prompts = [p.prompt for p in pairs]
+    chosen = [p.chosen for p in pairs]
+    rejected = [p.rejected for p in pairs]
+    try:
+        return tokenize_pairs(student, prompts, chosen, rejected, max_prompt_length, max_completion_length), 0
+    except ValueError:
+        pass
+    keep = []
+    for i in range(len(pairs)):
+        try:
+            tokenize_pairs(student, prompts[i:i + 1], chosen[i:i + 1], rejected[i:i + 1],
+                           max_prompt_length, max_completion_length)
+            keep.append(i)
+        except ValueError:
+            continue
+    ds = tokenize_pairs(student, [prompts[i] for i in keep], [chosen[i] for i in keep],
+                        [rejected[i] for i in keep], max_prompt_length, max_completion_length)
+    return ds, len(pairs) - len(keep)
+
+
+def build_trainer(student, dataset: Dataset, args: DPOConfig, callbacks=None, on_reference=None) -> DPOTrainer:
+    """A DPOTrainer on `dataset` (tokenised pairs in training order) with the reference log-probs of the
+    student as it is now precomputed."""
+    is_seq2seq = student.kind == "seq2seq"
+    disable_dropout(student.model)
+    collator = PairCollator(student)
+    dataset = precompute_reference(student.model, dataset, collator, args.per_device_train_batch_size,
+                                   is_seq2seq, on_reference)
+    return DPOTrainer(model=student.model, args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=callbacks or [], is_seq2seq=is_seq2seq)
