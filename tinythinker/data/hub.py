@@ -1,0 +1,59 @@
+"""The Hugging Face hub as a source of the benchmarks, for users with network access.
+
+Rows are reshaped into the local files' layout so one parser (and one set of checks) serves both sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinythinker.data.errors import MissingDataError
+
+# (dataset id, config); OBQA's "additional" config carries fact1, the open-book fact used as recall.
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "csqa": ("tau/commonsense_qa", None),
+    "obqa": ("allenai/openbookqa", "additional"),
+    "strategyqa": ("ChilleD/StrategyQA", None),
+}
+# Our parts -> hub splits. CSQA's hub "validation" is the official dev set, the paper's test set.
+HUB_SPLITS: dict[str, dict[str, str]] = {
+    "csqa": {"train": "train", "test": "validation"},
+    "obqa": {"train": "train", "dev": "validation", "test": "test"},
+    "strategyqa": {"train": "train", "test": "test"},
+}
+LOCAL_HINT = ("Without network access, point at local files with --data-dir DIR or the environment variable "
+              "TINYTHINKER_DATA_DIR=DIR (or put them in ./data), laid out as docs/DATA.md describes, "
+              "e.g. DIR/csqa/train_rand_split.jsonl.")
+
+
+def hub_rows(name: str, part: str) -> tuple[str, list[dict[str, Any]]]:
+    """(a label naming the hub split, rows in the local files' layout)."""
+    repo, config = HUB_DATASETS[name]
+    split = HUB_SPLITS[name][part]
+    label = f"hub:{repo}" + (f"/{config}" if config else "") + f"[{split}]"
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(repo, config, split=split)
+    except Exception as e:  # offline, unknown id, moved files: all end the same way for the user
+        raise MissingDataError(
+            f"could not load {name} ({label}) from the Hugging Face hub: {type(e).__name__}: {e}. {LOCAL_HINT}"
+        ) from e
+    return label, [_reshape(name, dict(row)) for row in ds]
+
+
+def _choices(choices: dict[str, list[str]]) -> list[dict[str, str]]:
+    return [{"label": lab, "text": text} for lab, text in zip(choices["label"], choices["text"], strict=True)]
+
+
+def _reshape(name: str, row: dict[str, Any]) -> dict[str, Any]:
+    if name == "csqa":  # {id, question, question_concept, choices: {label: [..], text: [..]}, answerKey}
+        return {"id": row.get("id"), "answerKey": row.get("answerKey"),
+                "question": {"stem": row.get("question"), "question_concept": row.get("question_concept"),
+                             "choices": _choices(row.get("choices") or {"label": [], "text": []})}}
+    if name == "obqa":  # {id, question_stem, choices, answerKey, fact1, humanScore, clarity, ...}
+        out = {k: row[k] for k in ("id", "answerKey", "fact1", "humanScore", "clarity") if k in row}
+        out["question"] = {"stem": row.get("question_stem"),
+                           "choices": _choices(row.get("choices") or {"label": [], "text": []})}
+        return out
+    return row  # StrategyQA rows already use the official field names
