@@ -1,0 +1,61 @@
+"""One gr.Blocks from the tab modules, plus the first-start notice with its one-click quick run."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from demo import annotate, compare, explore, results, step, train
+from demo.context import AppContext
+from demo.widgets import friendly
+from tinythinker import jobs
+
+CSS = ".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress progress {height: 14px}"
+
+FIRST_START = (
+    "### No trained model yet\n"
+    "There is no trained run in `{runs}`. An untrained student only produces noise, so the tabs below have "
+    "nothing real to show. Start a **quick run** (the default student `{student}` on a 200-question CSQA slice, "
+    "a few minutes on a CPU; follow it in the Train tab), or train your own run there. The untrained default can "
+    "still be picked in Step through, labelled as untrained."
+)
+
+
+def quick_run(ctx: AppContext) -> str:
+    settings = jobs.quick_run_settings(student=ctx.default_student)
+    job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(settings.run), kind="phase 1 (quick run)")
+    return (f"Started quick run **{job.name}** (pid {job.pid}). Follow it in the **Train** tab; when it finishes, "
+            f"pick `{job.name}/best` in Step through (press ↻ to refresh the list).")
+
+
+def launch_kwargs() -> dict:
+    """Look-and-feel arguments, which gradio 6 takes in launch() rather than in Blocks()."""
+    return {"css": CSS, "head": annotate.KEYS_JS, "theme": gr.themes.Soft()}
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="TinyThinker Studio") as app:
+        gr.Markdown("# TinyThinker Studio\nRecall → Analyze → Summarize, distilled into a small student.")
+        with gr.Group(visible=not ctx.has_trained()) as first_start:
+            gr.Markdown(FIRST_START.format(runs=ctx.ws.runs_dir, student=ctx.default_student),
+                        elem_id="first-start")
+            start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run")
+            quick_status = gr.Markdown(elem_id="quick-run-status")
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore"):
+                explore.build(ctx)
+            with gr.Tab("Step through", id="step"):
+                step.build(ctx)
+            with gr.Tab("Compare", id="compare"):
+                compare.build(ctx)
+            with gr.Tab("Train", id="train"):
+                train.build(ctx)
+            with gr.Tab("Annotate", id="annotate"):
+                annotate.build(ctx)
+            with gr.Tab("Results", id="results"):
+                list_runs, run_outputs = results.build(ctx)
+
+        # App-level events.
+        start_quick.click(friendly(lambda: quick_run(ctx)), None, quick_status, api_name="quick_run")
+        app.load(lambda: gr.update(visible=not ctx.has_trained()), None, first_start, api_visibility="private")
+        app.load(list_runs, None, run_outputs, api_visibility="private")
+    return app

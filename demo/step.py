@@ -1,0 +1,138 @@
+"""Step through: one question, Recall -> Analyze -> Summarize one click at a time (or all), edit any stage and
+re-run only what follows."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from demo.widgets import (
+    ANALYSES_HEADERS,
+    UNTRAINED_NOTE,
+    analyses_rows,
+    friendly,
+    make_sampling,
+    pick_question,
+    question_markdown,
+    question_picker,
+    rows_analyses,
+    sampling_controls,
+    stage_type_dropdown,
+    verdict_markdown,
+)
+from tinythinker.pipeline import complete_trace, run_stage
+from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, parse_answer, stages_of
+from tinythinker.types import Trace
+
+ACTIONS = ("recall", "analyze", "summarize", "all", "after_recall", "after_analyze")
+
+
+def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
+         do_sample, temperature, top_k, top_p, max_new_tokens, recall, analyses_table, timings):
+    """Run what `action` asks and return every output of the tab (question, recall, analyses, summary,
+    verdict, per-stage seconds, model note)."""
+    q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
+    sampling = make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens)
+    student = ctx.student(checkpoint)
+    stages = stages_of(stage_type)
+    timings = dict(timings or {})
+    recall = (recall or "").strip() or None
+    analyses = rows_analyses(analyses_table)
+    note = UNTRAINED_NOTE if ctx.is_untrained(checkpoint) else f"model: `{checkpoint}`"
+
+    def needs(stage):
+        if stage not in stages:
+            raise ValueError(f"stage type {stage_type!r} has no {stage.capitalize()} stage")
+
+    if action in ("recall", "analyze", "summarize"):
+        needs(action)
+        if action == ANALYZE and RECALL in stages and not recall:
+            raise ValueError("Analyze needs a Recall text: run Recall first or type one")
+        if action == SUMMARIZE and RECALL in stages and not recall:
+            raise ValueError("Summarize needs a Recall text: run Recall first or type one")
+        if action == SUMMARIZE and ANALYZE in stages and not any(analyses.values()):
+            raise ValueError("Summarize needs the analyses: run Analyze first or type them")
+        start = time.perf_counter()
+        out = run_stage(student, q, action, recall=recall, analyses=analyses or None, stage_type=stage_type,
+                        sampling=sampling)
+        timings = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(action)}
+        timings[action] = round(time.perf_counter() - start, 4)
+        if action == RECALL:
+            # What followed the old recall is stale now.
+            return question_markdown(q), out, analyses_rows(q, None), "", "", timings, note
+        if action == ANALYZE:
+            return question_markdown(q), recall or "", analyses_rows(q, out), "", "", timings, note
+        predicted = parse_answer(out, q.labels)
+        trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
+                      correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
+        return (question_markdown(q), recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
+                timings, note)
+
+    if action == "all":
+        from_stage, recall, analyses = stages[0], None, None
+    elif action == "after_recall":
+        needs(RECALL)
+        if not recall:
+            raise ValueError("type or run a Recall text first")
+        from_stage, analyses = stages[stages.index(RECALL) + 1], None
+    elif action == "after_analyze":
+        needs(ANALYZE)
+        if not any(analyses.values()):
+            raise ValueError("type or run the analyses first")
+        from_stage = SUMMARIZE
+    else:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    trace = complete_trace(student, q, stage_type, recall=recall, analyses=analyses or None, from_stage=from_stage,
+                           sampling=sampling)
+    kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
+    timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
+    return (question_markdown(q), trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
+            verdict_markdown(trace), timings, note)
+
+
+def show_question(ctx, source, benchmark, split, index, stem, options, answer):
+    q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
+    return question_markdown(q), "", analyses_rows(q, None), "", "", {}
+
+
+def build(ctx) -> None:
+    gr.Markdown("Run the student one stage at a time. Edit a stage's text, then re-run only what follows it.")
+    with gr.Row():
+        checkpoint = gr.Dropdown(ctx.checkpoint_choices(), value=ctx.checkpoint_choices()[0][1],
+                                 allow_custom_value=True, label="checkpoint (folder in runs/ or the untrained default)",
+                                 elem_id="step-checkpoint", scale=3)
+        refresh = gr.Button("↻", scale=0, min_width=40)
+        stage_type = stage_type_dropdown(elem_id="step-stage-type")
+    note = gr.Markdown(elem_id="step-note")
+    picker = question_picker(prefix="step-")
+    sampling = sampling_controls()
+    question = gr.Markdown(elem_id="step-question")
+    with gr.Row():
+        b_recall = gr.Button("1 · Recall", elem_id="step-recall")
+        b_analyze = gr.Button("2 · Analyze", elem_id="step-analyze")
+        b_summarize = gr.Button("3 · Summarize", elem_id="step-summarize")
+        b_all = gr.Button("Run all stages", variant="primary", elem_id="step-all")
+    recall = gr.Textbox(label="Recall (editable)", lines=3, elem_id="step-recall-text")
+    b_after_recall = gr.Button("Re-run what follows this Recall", size="sm", elem_id="step-after-recall")
+    analyses = gr.Dataframe(headers=ANALYSES_HEADERS, col_count=(3, "fixed"), type="array", interactive=True,
+                            wrap=True, label="Analyze (edit the analysis column)", elem_id="step-analyses")
+    b_after_analyze = gr.Button("Re-run Summarize from these analyses", size="sm", elem_id="step-after-analyze")
+    summary = gr.Textbox(label="Summarize", interactive=False, elem_id="step-summary")
+    verdict = gr.Markdown(elem_id="step-verdict")
+    timings = gr.JSON(label="seconds per stage", elem_id="step-timings")
+
+    # Events, all in one place.
+    refresh.click(lambda: gr.update(choices=ctx.checkpoint_choices()), None, checkpoint, api_visibility="private")
+    checkpoint.change(lambda c: UNTRAINED_NOTE if ctx.is_untrained(c) else "", checkpoint, note,
+                      api_visibility="private")
+    inputs = [checkpoint, stage_type, *picker.inputs, *sampling.inputs, recall, analyses, timings]
+    outputs = [question, recall, analyses, summary, verdict, timings, note]
+    for button, action in ((b_recall, "recall"), (b_analyze, "analyze"), (b_summarize, "summarize"),
+                           (b_all, "all"), (b_after_recall, "after_recall"), (b_after_analyze, "after_analyze")):
+        button.click(friendly(lambda *a, _action=action: step(ctx, _action, *a)), inputs, outputs,
+                     api_name=f"step_{action}", concurrency_id="model", concurrency_limit=1)
+    show = friendly(lambda *a: show_question(ctx, *a))
+    for trigger in (picker.index.submit, picker.benchmark.change, picker.split.change, picker.index.change):
+        trigger(show, picker.inputs, [question, recall, analyses, summary, verdict, timings],
+                api_visibility="private", trigger_mode="always_last")

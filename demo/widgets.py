@@ -1,0 +1,161 @@
+"""Pieces several tabs share: the question picker, sampling controls, error display, trace rendering."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import gradio as gr
+
+from tinythinker.jobs import BENCHMARKS
+from tinythinker.pipeline import Sampling, StageSampling
+from tinythinker.stages import STAGE_TYPES
+from tinythinker.types import Option, Question, Trace
+
+SPLITS = ("validation", "train", "test")
+BENCHMARK, CUSTOM = "benchmark", "my own question"
+ANALYSES_HEADERS = ["option", "text", "analysis"]
+
+
+def friendly(fn):
+    """Library errors are written for people: show them as a toast instead of a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
+            raise gr.Error(str(e).strip("'\""), duration=12) from e
+
+    return wrapper
+
+
+@dataclass
+class QuestionPicker:
+    source: gr.Radio
+    benchmark: gr.Dropdown
+    split: gr.Dropdown
+    index: gr.Number
+    stem: gr.Textbox
+    options: gr.Textbox
+    answer: gr.Textbox
+
+    @property
+    def inputs(self) -> list:
+        return [self.source, self.benchmark, self.split, self.index, self.stem, self.options, self.answer]
+
+
+def question_picker(custom: bool = True, prefix: str = "") -> QuestionPicker:
+    source = gr.Radio([BENCHMARK, CUSTOM] if custom else [BENCHMARK], value=BENCHMARK, label="question from",
+                      visible=custom, elem_id=f"{prefix}source")
+    with gr.Row():
+        benchmark = gr.Dropdown(list(BENCHMARKS), value="csqa", label="benchmark", elem_id=f"{prefix}benchmark")
+        split = gr.Dropdown(list(SPLITS), value="validation", label="split", elem_id=f"{prefix}split")
+        index = gr.Number(value=0, precision=0, minimum=0, label="question #", elem_id=f"{prefix}index")
+    with gr.Group(visible=False) as own:
+        stem = gr.Textbox(label="question", lines=2, elem_id=f"{prefix}stem")
+        options = gr.Textbox(label="options, one per line (lettered A, B, ... in order)", lines=4,
+                             elem_id=f"{prefix}options")
+        answer = gr.Textbox(label="correct letter (optional)", max_lines=1, elem_id=f"{prefix}answer")
+    source.change(lambda s: (gr.update(visible=s == CUSTOM)), source, own, api_visibility="private")
+    return QuestionPicker(source, benchmark, split, index, stem, options, answer)
+
+
+def pick_question(ctx, source, benchmark, split, index, stem, options, answer) -> Question:
+    if source == CUSTOM:
+        return custom_question(stem, options, answer)
+    questions = ctx.questions(benchmark, split)
+    i = int(index or 0)
+    if not 0 <= i < len(questions):
+        raise ValueError(f"question #: {i} is outside 0..{len(questions) - 1} ({benchmark} {split})")
+    return questions[i]
+
+
+def custom_question(stem: str, options: str, answer: str | None = None) -> Question:
+    stem = (stem or "").strip()
+    texts = [line.strip() for line in (options or "").splitlines() if line.strip()]
+    if not stem:
+        raise ValueError("question: type a question")
+    if not 2 <= len(texts) <= 26:
+        raise ValueError(f"options: need 2 to 26 options, one per line (got {len(texts)})")
+    labels = [chr(ord("A") + i) for i in range(len(texts))]
+    answer = (answer or "").strip().upper() or None
+    if answer is not None and answer not in labels:
+        raise ValueError(f"correct letter: {answer!r} is not one of {', '.join(labels)}")
+    digest = hashlib.sha1((stem + "\n" + "\n".join(texts)).encode()).hexdigest()[:12]
+    return Question(id=f"custom-{digest}", stem=stem, options=[Option(lab, t) for lab, t in zip(labels, texts, strict=True)],
+                    answer=answer, source="custom")
+
+
+def question_markdown(q: Question) -> str:
+    opts = "\n".join(f"- **({o.label})** {o.text}" + ("  ✓" if o.label == q.answer else "") for o in q.options)
+    return f"**{q.stem}**\n\n{opts}\n\n<sub>id {q.id} · {q.source}</sub>"
+
+
+def stage_type_dropdown(value: str = "recall_analyze_summarize", elem_id: str | None = None) -> gr.Dropdown:
+    return gr.Dropdown(list(STAGE_TYPES), value=value, label="stage type", elem_id=elem_id)
+
+
+@dataclass
+class SamplingControls:
+    do_sample: gr.Checkbox
+    temperature: gr.Slider
+    top_k: gr.Number
+    top_p: gr.Slider
+    max_new_tokens: gr.Number
+
+    @property
+    def inputs(self) -> list:
+        return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens]
+
+
+def sampling_controls() -> SamplingControls:
+    with gr.Accordion("sampling", open=False):
+        with gr.Row():
+            do_sample = gr.Checkbox(False, label="sample (off = greedy)")
+            temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature")
+            top_k = gr.Number(0, precision=0, minimum=0, label="top-k (0 = off)")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
+            max_new_tokens = gr.Number(64, precision=0, minimum=1, maximum=512, label="max new tokens")
+    return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens)
+
+
+def make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens) -> Sampling:
+    """One setting for every stage; the UI's per-stage runs pick the stage it applies to."""
+    tokens = int(max_new_tokens or 64)
+    if not 1 <= tokens <= 512:
+        raise ValueError(f"max new tokens: {tokens} is outside 1..512")
+    stage = StageSampling(do_sample=bool(do_sample), temperature=float(temperature), top_k=int(top_k or 0),
+                          top_p=float(top_p), max_new_tokens=tokens)
+    return Sampling(recall=stage, analyze=stage, summarize=stage)
+
+
+def analyses_rows(q: Question, analyses: dict[str, str] | None) -> list[list[str]]:
+    analyses = analyses or {}
+    return [[o.label, o.text, analyses.get(o.label, "")] for o in q.options]
+
+
+def rows_analyses(rows) -> dict[str, str]:
+    """The analyses table (possibly edited in the browser) back to {label: analysis}."""
+    if rows is None:
+        return {}
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas frame
+        rows = rows.values.tolist()
+    if isinstance(rows, dict):  # what gradio_client sends: {"headers": [...], "data": [...]}
+        rows = rows.get("data") or []
+    return {str(r[0]).strip(): str(r[2] or "").strip() for r in rows if r and str(r[0]).strip()}
+
+
+def verdict_markdown(trace: Trace) -> str:
+    predicted = trace.predicted or "no valid answer"
+    if trace.correct is None:
+        return f"### Prediction: {predicted}"
+    mark = "✅ right" if trace.correct else f"❌ wrong (answer {trace.question.answer})"
+    return f"### Prediction: {predicted} — {mark}"
+
+
+UNTRAINED_NOTE = ("⚠️ **Untrained model**: this is the default student before any training. Its output is noise, "
+                  "not a result — train a run (Train tab) and pick its checkpoint.")

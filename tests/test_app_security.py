@@ -1,0 +1,122 @@
+"""The app's safety rails without a browser: path fields stay in the workspace, job commands are argument lists
+built from validated settings, the default bind address is loopback."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import app as app_module
+from tinythinker import jobs
+from tinythinker.jobs import ReflectSettings, TrainSettings
+from tinythinker.workspace import ANNOTATIONS, DATA, RUNS, Workspace, WorkspaceError
+
+
+@pytest.fixture
+def ws(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    (runs / "p1" / "best").mkdir(parents=True)
+    (tmp_path / "annotations").mkdir()
+    return Workspace(runs_dir=runs, db=tmp_path / "annotations" / "t.db", data_dir=data_dir)
+
+
+@pytest.mark.parametrize("kind", [DATA, RUNS, ANNOTATIONS])
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "../../../../../../etc/shadow",
+                                 "p1/../../../etc/passwd", "~/.ssh/id_rsa", "runs/\x00x"])
+def test_paths_outside_the_workspace_are_refused(ws, kind, bad):
+    with pytest.raises(WorkspaceError):
+        ws.resolve(bad, kind, field="checkpoint", must_exist=False)
+
+
+def test_symlink_out_of_the_workspace_is_refused(ws, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (ws.runs_dir / "sneaky").symlink_to(outside)
+    with pytest.raises(WorkspaceError, match="outside"):
+        ws.resolve("sneaky", RUNS)
+
+
+def test_paths_inside_resolve(ws, data_dir, monkeypatch):
+    assert ws.resolve("p1/best", RUNS) == ws.runs_dir / "p1" / "best"
+    assert ws.resolve(str(ws.runs_dir / "p1"), RUNS) == ws.runs_dir / "p1"
+    monkeypatch.chdir(ws.runs_dir.parent)
+    assert ws.resolve("runs/p1/best", RUNS) == ws.runs_dir / "p1" / "best"
+    some_file = next(p for p in data_dir.rglob("*") if p.is_file())
+    assert ws.resolve(some_file, DATA) == some_file.resolve()
+    with pytest.raises(WorkspaceError, match="does not exist"):
+        ws.resolve("nope", RUNS)
+
+
+def test_train_args_are_a_validated_list(ws):
+    argv = jobs.train_args(TrainSettings(run="r1", student="p1/best", limit=10, eval_limit=5, max_steps=3), ws)
+    assert argv[:4] == [sys.executable, "-m", "tinythinker", "train"]
+    assert all(isinstance(a, str) for a in argv)
+    assert argv[argv.index("--run") + 1] == str(ws.runs_dir / "r1")
+    assert argv[argv.index("--student") + 1] == str(ws.runs_dir / "p1" / "best")
+    assert argv[argv.index("--max-steps") + 1] == "3"
+    assert "--data-dir" in argv
+
+
+@pytest.mark.parametrize("field,value", [
+    ("run", "x; touch /tmp/pwned"), ("run", "../escape"), ("run", "a/b"), ("run", "$(id)"), ("run", ""),
+    ("data", "csqa && ls"), ("stage_type", "summarize; id"), ("student", "../../etc"),
+    ("student", "/etc/passwd"), ("interval", "3; rm -rf /"), ("interval", 0), ("epochs", "1e9999"),
+    ("epochs", "nan"), ("lr", "`id`"), ("limit", "10 --max-steps 1"), ("batch_size", True), ("seed", 1.5),
+])
+def test_train_args_reject_injected_values(ws, field, value):
+    settings = TrainSettings(run="ok")
+    setattr(settings, field, value)
+    with pytest.raises(WorkspaceError):
+        jobs.train_args(settings, ws)
+
+
+def test_reflect_args(ws):
+    argv = jobs.reflect_args(ReflectSettings(run="p2", from_run="p1", iterations=2), ws)
+    assert argv[3] == "reflect" and argv[argv.index("--from") + 1] == str(ws.runs_dir / "p1")
+    for bad in ("../../etc", "/tmp", "p1; id"):
+        with pytest.raises(WorkspaceError):
+            jobs.reflect_args(ReflectSettings(run="p2", from_run=bad), ws)
+
+
+def test_start_refuses_a_shell_string(ws):
+    with pytest.raises(TypeError):
+        jobs.start("echo hi; id", ws.runs_dir / "x", kind="test")
+
+
+def test_job_runs_logs_and_cancels(ws):
+    done = jobs.start([sys.executable, "-c", "print('hello from the job')"], ws.run_dir("j1"), kind="test")
+    deadline = time.time() + 20
+    while jobs.is_running(done) and time.time() < deadline:
+        time.sleep(0.05)
+    assert done.returncode == 0 and "hello from the job" in jobs.log_tail(done)
+    # A new app process sees the finished job from disk.
+    assert jobs.load_job(ws.run_dir("j1")).returncode == 0
+
+    slow = jobs.start([sys.executable, "-c", "import time; print('0%|', flush=True); time.sleep(60)"],
+                      ws.run_dir("j2"), kind="test")
+    assert jobs.is_running(slow)
+    with pytest.raises(WorkspaceError, match="already has a running job"):
+        jobs.start([sys.executable, "-c", "pass"], ws.run_dir("j2"), kind="test")
+    jobs.cancel(slow, grace_s=5)
+    assert not jobs.is_running(slow) and slow.cancelled
+    with pytest.raises(ProcessLookupError):
+        os.kill(slow.pid, 0)
+    assert [j.name for j in jobs.list_jobs(ws)] == ["j2", "j1"]
+
+
+def test_cli_binds_loopback_by_default_and_parses_auth():
+    args = app_module.build_parser().parse_args([])
+    assert args.host == "127.0.0.1" and args.auth is None and not args.share
+    assert app_module.build_parser().parse_args(["--auth", "ann:s3cret"]).auth == ("ann", "s3cret")
+    for bad in ("nopassword", ":x", "x:"):
+        with pytest.raises(SystemExit):
+            app_module.build_parser().parse_args(["--auth", bad])
+
+
+def test_quick_run_is_small(ws):
+    s = jobs.quick_run_settings("quick-test")
+    argv = jobs.train_args(s, ws)
+    assert s.limit <= 500 and s.max_steps and argv[argv.index("--student") + 1] == "minilm-bert2bert"
+    assert Path(argv[argv.index("--run") + 1]).parent == ws.runs_dir

@@ -1,0 +1,43 @@
+"""Students loaded once per process and shared: an interactive UI must not reload weights on every click."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from tinythinker.students import Student, load_student
+
+
+class StudentCache:
+    """Least-recently-used cache of loaded students keyed by name or folder (and the folder's weights' mtime,
+    so a checkpoint rewritten by a training run is loaded again rather than served stale)."""
+
+    def __init__(self, capacity: int = 3, loader=load_student):
+        self.capacity = capacity
+        self.loader = loader
+        self._items: OrderedDict[tuple, Student] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    @staticmethod
+    def _key(name_or_path: str | Path) -> tuple:
+        path = Path(name_or_path)
+        if path.is_dir():
+            stamp = max((p.stat().st_mtime for p in path.iterdir() if p.is_file()), default=0.0)
+            return (str(path.resolve()), stamp)
+        return (str(name_or_path), 0.0)
+
+    def get(self, name_or_path: str | Path) -> Student:
+        key = self._key(name_or_path)
+        # One lock around the load too: two clicks on a cold model must not load it twice at once.
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            student = self.loader(str(name_or_path))
+            self.loads += 1
+            self._items[key] = student
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return student

@@ -1,0 +1,98 @@
+"""Plotly figures from runs (metrics.jsonl records, run summaries) and from model comparisons."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+_LAYOUT = dict(template="plotly_white", height=360, margin=dict(l=50, r=20, t=50, b=40))
+
+
+def _empty(title: str, note: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **_LAYOUT)
+    return fig
+
+
+def training_curves(records: list[dict], title: str = "Training") -> go.Figure:
+    """Loss per logging step, one line per stage (the interval schedule shows as interleaved stages), and
+    validation accuracy per evaluation below it."""
+    train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
+    evals = [r for r in records if r.get("kind") == "eval" and r.get("accuracy") is not None]
+    if not train and not evals:
+        return _empty(title, "no metrics yet")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("loss by stage", "validation accuracy"))
+    by_stage: dict[str, list[dict]] = defaultdict(list)
+    for r in train:
+        by_stage[str(r.get("stage", "all"))].append(r)
+    for stage, rows in by_stage.items():
+        fig.add_trace(go.Scatter(x=[r.get("step", i) for i, r in enumerate(rows)], y=[r["loss"] for r in rows],
+                                 mode="lines+markers", name=f"loss {stage}", marker_size=4), row=1, col=1)
+    if evals:
+        fig.add_trace(go.Scatter(x=[r.get("step", i) for i, r in enumerate(evals)],
+                                 y=[r["accuracy"] for r in evals], mode="lines+markers", name="val accuracy"),
+                      row=2, col=1)
+    fig.update_yaxes(range=[0, 1], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title=title, **{**_LAYOUT, "height": 480})
+    return fig
+
+
+def _iteration_accuracy(records: list[dict]) -> list[tuple[int, float]]:
+    points = {}
+    for r in records:
+        if r.get("iteration") is None:
+            continue
+        acc = r.get("val_accuracy", r.get("accuracy") if r.get("kind") == "eval" else None)
+        if acc is not None:
+            points[int(r["iteration"])] = float(acc)
+    return sorted(points.items())
+
+
+def accuracy_by_iteration(records: list[dict], baseline: float | None = None,
+                          title: str = "Self-reflection: validation accuracy by DPO iteration") -> go.Figure:
+    """Phase 2: accuracy per iteration, with the phase-1 model as iteration 0 when `baseline` is given."""
+    points = _iteration_accuracy(records)
+    if baseline is not None and not any(i == 0 for i, _ in points):
+        points = [(0, baseline)] + points
+    if not points:
+        return _empty(title, "no DPO iterations evaluated in this run")
+    fig = go.Figure(go.Scatter(x=[i for i, _ in points], y=[a for _, a in points], mode="lines+markers+text",
+                               text=[f"{a:.1%}" for _, a in points], textposition="top center"))
+    fig.update_layout(title=title, xaxis_title="iteration (0 = phase 1)", yaxis_title="accuracy",
+                      yaxis_range=[0, 1], xaxis_dtick=1, **_LAYOUT)
+    return fig
+
+
+def accuracy_by_stage_type(summaries: list[dict], title: str = "Best validation accuracy by stage type") -> go.Figure:
+    """One bar per run, grouped by stage type: the paper's ablation (answer-only vs the three stages)."""
+    rows = [s for s in summaries if s.get("best_accuracy") is not None]
+    if not rows:
+        return _empty(title, "no evaluated runs yet")
+    fig = go.Figure()
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for s in rows:
+        by_type[s.get("stage_type") or "?"].append(s)
+    for stage_type, runs in sorted(by_type.items()):
+        fig.add_trace(go.Bar(x=[r["name"] for r in runs], y=[r["best_accuracy"] for r in runs], name=stage_type,
+                             text=[f"{r['best_accuracy']:.1%}" for r in runs], textposition="outside"))
+    fig.update_layout(title=title, yaxis_title="accuracy", yaxis_range=[0, 1], **_LAYOUT)
+    return fig
+
+
+def flips(counts: dict[str, int], name_a: str = "A", name_b: str = "B") -> go.Figure:
+    """How answers move from model A to model B over a split."""
+    title = f"{name_a} -> {name_b}"
+    if not counts or not sum(counts.values()):
+        return _empty(title, "no questions compared")
+    colours = {"both right": "#4caf50", "right->wrong": "#e53935", "wrong->right": "#1e88e5",
+               "both wrong": "#9e9e9e"}
+    keys = list(counts)
+    fig = go.Figure(go.Bar(x=keys, y=[counts[k] for k in keys], marker_color=[colours.get(k, "#777") for k in keys],
+                           text=[counts[k] for k in keys], textposition="outside"))
+    fig.update_layout(title=title, yaxis_title="questions", **_LAYOUT)
+    return fig
