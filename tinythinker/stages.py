@@ -30,6 +30,8 @@ DEFAULT_STAGE_TYPE = "recall_analyze_summarize"
 
 # The paper's answer regex, verbatim.
 ANSWER_RE = re.compile(r"the answer is option ([A-Z])\.")
+# An uncased tokenizer (the MiniLM bert2bert student) can only write `option a`: its text has no capitals at all.
+_UNCASED_ANSWER_RE = re.compile(r"the answer is option ([a-z]) ?\.")
 _OPTION_RE = re.compile(r"\(([A-Z])\) ")
 _ANALYSIS_RE = re.compile(r"For option ([A-Z]), (.*?)(?= For option [A-Z], |$)", re.DOTALL)
 
@@ -108,10 +110,13 @@ def summarize_target(label: str, option_text: str | None = None) -> str:
 
 def parse_answer(text: str, valid_labels: list[str] | None = None) -> str | None:
     """The predicted letter, or None (an invalid answer) when the regex misses or names no listed option."""
-    m = ANSWER_RE.search(text or "")
+    text = text or ""
+    m = ANSWER_RE.search(text)
+    if not m and text == text.lower():
+        m = _UNCASED_ANSWER_RE.search(text)
     if not m:
         return None
-    label = m.group(1)
+    label = m.group(1).upper()
     if valid_labels is not None and label not in valid_labels:
         return None
     return label
