@@ -1,0 +1,228 @@
+import json
+import sqlite3
+
+import pytest
+
+from tinythinker import phase2, runs, stages
+from tinythinker.cli import main
+from tinythinker.pairs import Pair
+from tinythinker.phase2 import ReflectConfig, ReflectError, read_phase1, reflect, schedule
+from tinythinker.types import Option, Question, Rationale, Trace
+
+WORDS = "water tree fire house river road food music garden window".split()
+
+
+def question(i):
+    return Question(f"q{i}", f"where is the {WORDS[i % len(WORDS)]} {i}?",
+                    [Option("A", "house"), Option("B", "river"), Option("C", "garden")], "A", "test")
+
+
+def phase1_run(tmp_path, stage_type="recall_analyze_summarize", kind="seq2seq"):
+    from tinythinker.tiny import tiny_student
+
+    run = tmp_path / "p1"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"command": "train", "data": "csqa", "stage_type": stage_type,
+                                                 "student": "tiny", "seed": 0, "max_source_length": 128,
+                                                 "max_target_length": 48}))
+    tiny_student(kind, seed=0).save(run / "best")
+    return run
+
+
+def fake_recall_sampler(all_right=False):
+    """Sampled traces with known outcomes: per question, even samples right, odd ones wrong."""
+    def sample(student, questions, config, stage_type, restrict, on_progress=None):
+        out = []
+        for q in questions:
+            for s in range(config.samples):
+                right = all_right or s % 2 == 0
+                pred = "A" if right else "B"
+                out.append(Trace(q, f"the {WORDS[s]} is {'good' if right else 'bad'} {s}",
+                                 {"A": f"a {s}", "B": f"b {s}", "C": f"c {s}"},
+                                 f"So the answer is option {pred}.", pred, right,
+                                 sampling={"sample_index": s}, stage_type=stage_type))
+        return out
+    return sample
+
+
+def fake_analyze_sampler(student, contexts, config, stage_type, restrict, on_progress=None):
+    out = []
+    for c in contexts:
+        for s in range(config.samples):
+            right = s % 2 == 0
+            pred = "A" if right else "C"
+            tag = "right" if right else "wrong"
+            out.append(Trace(c.question, c.recall, {lab: f"{lab} is {tag} {s}" for lab in "ABC"},
+                             f"So the answer is option {pred}.", pred, right, sampling={"sample_index": s},
+                             stage_type=stage_type))
+    return out
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    monkeypatch.setattr(phase2, "sample_recalls", fake_recall_sampler())
+    monkeypatch.setattr(phase2, "sample_analyses", fake_analyze_sampler)
+
+
+def make_config(tmp_path, p1, **kw):
+    base = dict(from_run=str(p1), run=str(tmp_path / "p2"), iterations=2, samples=4, limit=3, eval_limit=3,
+                batch_size=4, cycles=1, lr=1e-3, db=str(tmp_path / "store.db"), sample_batch_size=8,
+                eval_batch_size=8)
+    base.update(kw)
+    return ReflectConfig(**base)
+
+
+def data(n=3):
+    qs = [question(i) for i in range(n)]
+    teacher = {q.id: [Rationale(f"teacher recall for {q.id}", {"A": "ta", "B": "tb", "C": "tc"})] for q in qs}
+    return qs, teacher, [question(i) for i in range(10, 13)]
+
+
+def test_schedule_follows_the_papers_intervals():
+    recall = [Pair(f"p{i}", "c", "r", stages.RECALL, "q") for i in range(40)]
+    analyze = [Pair(f"a{i}", "c", "r", stages.ANALYZE, "q") for i in range(100)]
+    order, cycle = schedule(recall + analyze, batch_size=8, cycles=2, seed=0)
+    # recall_interval = 40 // 8 + 1 = 6; analyze_interval = (100 // 40 + 1) * 6 = 18
+    assert cycle == 24
+    assert len(order) == 2 * 24 * 8
+    stages_in_order = [p.stage for p in order]
+    assert stages_in_order[:48] == [stages.RECALL] * 48
+    assert stages_in_order[48:192] == [stages.ANALYZE] * 144
+    assert stages_in_order[192:240] == [stages.RECALL] * 48
+    # every recall pair is used before any is used twice
+    assert len({p.prompt for p in order[:40]}) == 40
+    only_analyze, cycle = schedule(analyze, batch_size=8, cycles=1, seed=0)
+    assert cycle == 13 and len(only_analyze) == 13 * 8
+
+
+def test_from_must_be_a_phase1_run(tmp_path):
+    with pytest.raises(ReflectError, match="no such folder"):
+        read_phase1(tmp_path / "missing", "recall_analyze")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReflectError, match="not a phase-1 run"):
+        read_phase1(tmp_path / "empty", "recall_analyze")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"command": "reflect"}))
+    with pytest.raises(ReflectError, match="'reflect' run"):
+        read_phase1(other, "recall_analyze")
+    nobest = tmp_path / "nobest"
+    nobest.mkdir()
+    (nobest / "config.json").write_text(json.dumps({"command": "train", "stage_type": "summarize"}))
+    with pytest.raises(ReflectError, match="no best checkpoint"):
+        read_phase1(nobest, "recall")
+    (nobest / "best").mkdir()
+    (nobest / "best" / "model.safetensors").write_text("x")
+    with pytest.raises(ReflectError, match="has no recall stage"):
+        read_phase1(nobest, "recall")
+
+
+def test_cli_bad_from_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "notarun").mkdir()
+    code = main(["reflect", "--from", str(tmp_path / "notarun"), "--run", str(tmp_path / "p2"),
+                 "--db", str(tmp_path / "s.db")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not a phase-1 run" in err and "notarun" in err
+    assert not (tmp_path / "p2").exists()
+
+
+def test_config_checks():
+    with pytest.raises(ReflectError, match="stage-type"):
+        ReflectConfig(from_run="x", stage_type="summarize").check()
+    with pytest.raises(ReflectError, match="--pairs"):
+        ReflectConfig(from_run="x", pairs="some").check()
+    with pytest.raises(ReflectError, match="--samples"):
+        ReflectConfig(from_run="x", samples=1).check()
+
+
+def store_rows(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_reflect_two_iterations_records_everything(tmp_path, fakes):
+    p1 = phase1_run(tmp_path)
+    config = make_config(tmp_path, p1)
+    qs, teacher, val = data()
+    events = []
+    result = reflect(config, on_progress=events.append, questions=qs, teacher=teacher, val_questions=val)
+    run = tmp_path / "p2"
+    assert [r["iteration"] for r in result.iterations] == [1, 2]
+    assert result.baseline_val_acc is not None
+
+    its = runs.read_metrics(run, "iteration")
+    assert [r["iteration"] for r in its] == [1, 2]
+    for r in its:
+        # 4 samples per question: 2 right, 2 wrong -> 2 recall pairs each; analyses on 2 chosen recalls each
+        assert r["pairs"]["recall"] == 6
+        assert r["pairs"]["analyze"] > 0
+        for key in ("dpo_loss", "reward_margin", "reward_accuracy", "val_acc"):
+            assert isinstance(r[key], float)
+    assert its[0]["start"] == str(p1 / "best")
+    assert its[1]["start"] == str(run / "iter_1" / "best")  # iteration 2 starts from iteration 1's best
+    assert (run / "iter_1" / "best").is_dir() and (run / "iter_2" / "best").is_dir()
+    assert (run / "best").is_dir()
+    assert not list(run.glob("*.partial"))
+    pairs = [json.loads(line) for line in (run / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == its[0]["pairs_total"]
+    assert runs.read_config(run)["command"] == "reflect"
+    assert [r["iteration"] for r in runs.read_metrics(run, "baseline")] == [0]
+    assert runs.read_metrics(run, "dpo") and runs.read_metrics(run, "end")
+
+    db = str(tmp_path / "store.db")
+    by_iter = dict(store_rows(db, "SELECT iteration, COUNT(*) FROM traces GROUP BY iteration"))
+    # 3 questions x 4 recall samples + 6 chosen recalls x 4 analysis samples, each iteration
+    assert by_iter == {1: 12 + 24, 2: 12 + 24}
+    pair_iters = dict(store_rows(db, "SELECT iteration, COUNT(*) FROM pairs GROUP BY iteration"))
+    assert pair_iters[1] == its[0]["pairs_total"] and pair_iters[2] == its[1]["pairs_total"]
+
+    assert any(e.get("kind") == "iteration" for e in events)
+    assert any(e.get("phase") == "train" for e in events)
+
+    # the same command again resumes: both iterations are done, nothing is redone
+    again = reflect(config, questions=qs, teacher=teacher, val_questions=val)
+    assert [r["iteration"] for r in again.iterations] == [1, 2]
+    assert dict(store_rows(db, "SELECT iteration, COUNT(*) FROM traces GROUP BY iteration")) == by_iter
+
+
+def test_zero_pairs_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(phase2, "sample_recalls", fake_recall_sampler(all_right=True))
+    monkeypatch.setattr(phase2, "sample_analyses", fake_analyze_sampler)
+    monkeypatch.setattr(phase2, "evaluator", lambda *a, **k: lambda s: {"accuracy": 0.0, "invalid_rate": 0.0, "n": 3})
+    p1 = phase1_run(tmp_path)
+    qs, teacher, val = data()
+    with pytest.raises(ReflectError, match="no preference pairs") as e:
+        reflect(make_config(tmp_path, p1), questions=qs, teacher=teacher, val_questions=val)
+    assert "3 had every sampled trace right" in str(e.value)
+    assert not (tmp_path / "p2").exists()
+    db = str(tmp_path / "store.db")
+    assert store_rows(db, "SELECT COUNT(*) FROM traces") == [(0,)]
+    assert store_rows(db, "SELECT COUNT(*) FROM pairs") == [(0,)]
+
+
+def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch):
+    from tinythinker.store import Store
+
+    def no_sampling(*a, **k):
+        raise AssertionError("--pairs curated samples nothing")
+
+    monkeypatch.setattr(phase2, "sample_recalls", no_sampling)
+    monkeypatch.setattr(phase2, "evaluator", lambda *a, **k: lambda s: {"accuracy": 0.5, "invalid_rate": 0.0, "n": 3})
+    p1 = phase1_run(tmp_path)
+    qs, teacher, val = data()
+    db = str(tmp_path / "store.db")
+    with Store(db) as store:
+        store.add_pairs([{"prompt": stages.recall_input(qs[0]), "chosen": "the house has water",
+                          "rejected": "the road is fire", "stage": "recall", "question_id": "q0"}],
+                        iteration=None, source="curated")
+    config = make_config(tmp_path, p1, pairs="curated", iterations=1, samples=1)
+    result = reflect(config, questions=qs, teacher=teacher, val_questions=val)
+    it = result.iterations[0]
+    assert it["curated_pairs"] == 1 and it["auto_pairs"] == 0 and it["pairs"]["recall"] == 1
+    pairs = [json.loads(line) for line in (tmp_path / "p2" / "iter_1" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs[0]["source"] == "curated" and pairs[0]["chosen"] == "the house has water"

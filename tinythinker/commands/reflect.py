@@ -1,0 +1,87 @@
+"""`python -m tinythinker reflect`: phase 2, iterative DPO on the student's own rationales."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES, ReflectConfig, reflect
+
+
+def register(subparsers) -> None:
+    d = ReflectConfig(from_run="")
+    p = subparsers.add_parser(
+        "reflect", help="phase 2: self-reflection with iterative DPO on the student's own rationales",
+        description="Phase 2 of TinyThinker. Each iteration the student samples its own recalls on training "
+                    "questions (and analyses on the recalls that led to the right answer), builds preference "
+                    "pairs (right over wrong), trains DPO + NLL against the iteration's starting model, keeps the "
+                    "checkpoint with the best staged-pipeline accuracy on validation, and starts the next "
+                    "iteration from it. Every sampled trace and pair goes to the store with its iteration. "
+                    "Rerunning the same command resumes after the last finished iteration.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--from", dest="from_run", required=True, help="phase-1 run folder (its best/ starts phase 2)")
+    p.add_argument("--run", required=True, help="run folder for phase 2 (config, metrics.jsonl, iter_<k>/, best/)")
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--samples", type=int, default=d.samples, help="recalls sampled per training question")
+    p.add_argument("--stage-type", default=d.stage_type, choices=list(DPO_STAGE_TYPES),
+                   help="which stages get DPO pairs")
+    p.add_argument("--pairs", default=d.pairs, choices=PAIR_MODES,
+                   help="auto: built from sampled traces; curated: labelled pairs from the store; both")
+    p.add_argument("--limit", type=int, default=None, help="sample on the first N training questions")
+    p.add_argument("--eval-limit", type=int, default=None, help="validate on the first N validation questions")
+    p.add_argument("--beta", type=float, default=d.beta, help="DPO beta")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the chosen NLL term (RPO)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--cycles", type=int, default=d.cycles,
+                   help="schedule cycles per iteration (recall then analyze pairs), evaluated after each")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    p.add_argument("--sample-batch-size", type=int, default=d.sample_batch_size)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--db", default=None, help="store database (default: env TINYTHINKER_DB or annotations/tinythinker.db)")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ReflectConfig:
+    return ReflectConfig(
+        from_run=args.from_run, run=args.run, iterations=args.iterations, samples=args.samples,
+        stage_type=args.stage_type, pairs=args.pairs, limit=args.limit, eval_limit=args.eval_limit,
+        beta=args.beta, alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, cycles=args.cycles,
+        temperature=args.temperature, sample_batch_size=args.sample_batch_size,
+        eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db,
+    )
+
+
+class ProgressPrinter:
+    """One line per phase and per finished iteration; step counters overwrite one line."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.t0 = time.time()
+
+    def __call__(self, event: dict) -> None:
+        t = f"[{time.time() - self.t0:7.0f}s]"
+        kind = event.get("kind")
+        if kind == "phase":
+            extra = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "phase"))
+            print(f"\n{t} {event['phase']}: {extra}", file=self.stream, flush=True)
+        elif kind == "step":
+            print(f"\r{t} step {event['step']}/{event.get('max_steps', '?')}", end="", file=self.stream, flush=True)
+        elif kind == "iteration":
+            print(f"\n{t} iteration {event['iteration']} done: pairs {event['pairs']}, val acc {event['val_acc']:.3f}, "
+                  f"dpo loss {event['dpo_loss']:.4f}, reward margin {event['reward_margin']:.4f}, "
+                  f"reward acc {event['reward_accuracy']:.3f}", file=self.stream, flush=True)
+        elif "done" in event and "total" in event:
+            print(f"\r{t} {event.get('phase', '')} {event['done']}/{event['total']}", end="", file=self.stream,
+                  flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = reflect(config_from_args(args), on_progress=ProgressPrinter())
+    print(file=sys.stderr)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0

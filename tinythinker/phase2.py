@@ -1,0 +1,534 @@
+"""Phase 2: self-reflection, iterative DPO on the student's own rationales.
+
+Each iteration, as in the paper's scripts/run_dpo.sh: the current student (phase 1's best checkpoint, then the
+previous iteration's best) samples its own recalls on training questions (temperature 0.7, top-k off, the later
+stages greedy), recalls that led to the right answer are preferred over those that did not; analyses are then
+sampled on the chosen recalls and paired the same way (`tinythinker.pairs`). DPO + NLL (`tinythinker.dpo`)
+trains against the iteration's starting model, alternating recall and analyze batches; the staged pipeline
+picks the best checkpoint on validation; that checkpoint starts the next iteration and is its reference.
+
+A run folder (`tinythinker.runs`) holds config.json, metrics.jsonl, `iter_<k>/` (pairs.jsonl, best/) per
+finished iteration, and best/ (the iteration with the best validation accuracy). An iteration is built in
+`iter_<k>.partial/` and renamed when complete; its traces and pairs go to the store at that moment, so a
+failure or a kill leaves no half iteration anywhere. The same command on the same folder resumes after the
+last complete iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from tinythinker import runs, stages
+from tinythinker.pairs import CURATED, AnalyzeContext, Pair, analyze_pairs, pair_stats, recall_pairs
+from tinythinker.types import Question, Rationale, Trace
+
+log = logging.getLogger("tinythinker.phase2")
+
+# Which stages get DPO pairs (the paper's `--stage_type` of scripts/dpo.py).
+DPO_STAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "recall": (stages.RECALL,),
+    "analyze": (stages.ANALYZE,),
+    "recall_analyze": (stages.RECALL, stages.ANALYZE),
+}
+PAIR_MODES = ("auto", "curated", "both")
+ITER = "iter_{}"
+PAIRS_FILE = "pairs.jsonl"
+
+Progress = Callable[[dict[str, Any]], None] | None
+
+
+class ReflectError(ValueError):
+    """Phase 2 cannot go on as asked; the message says why and what to do."""
+
+
+@dataclass
+class ReflectConfig:
+    from_run: str  # a phase-1 run folder (`python -m tinythinker train --run ...`)
+    run: str = "runs/phase2"
+    iterations: int = 3
+    samples: int = 10  # recalls sampled per question (scripts/run_dpo.sh GENERATION_TIMES=10)
+    stage_type: str = "recall_analyze"  # which stages get DPO pairs
+    limit: int | None = None  # training questions sampled
+    eval_limit: int | None = None  # validation questions (the first N)
+    beta: float = 0.5  # scripts/dpo.py
+    alpha: float = 0.5  # rpo_alpha, scripts/dpo.py
+    lr: float = 5e-6  # scripts/run_dpo.sh LEARNING_RATE
+    batch_size: int = 32  # scripts/run_dpo.sh TRAINING_PER_GPU_BATCH_SIZE
+    # scripts/dpo.py: max_steps = 10 schedule cycles, evaluated and saved every cycle, best kept.
+    cycles: int = 10
+    temperature: float = 0.7  # utils/config.py, both recall and analyze sampling
+    seed: int = 0
+    pairs: str = "auto"  # auto | curated | both
+    db: str | None = None  # store path (None: env TINYTHINKER_DB, else annotations/tinythinker.db)
+    sample_batch_size: int = 32
+    eval_batch_size: int = 32
+
+    def check(self) -> None:
+        if self.stage_type not in DPO_STAGE_TYPES:
+            raise ReflectError(f"unknown --stage-type {self.stage_type!r} for reflect; choose one of "
+                               f"{', '.join(DPO_STAGE_TYPES)}")
+        if self.pairs not in PAIR_MODES:
+            raise ReflectError(f"unknown --pairs {self.pairs!r}; choose one of {', '.join(PAIR_MODES)}")
+        for name in ("iterations", "batch_size", "cycles", "sample_batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ReflectError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.samples < 2 and self.pairs != "curated":
+            raise ReflectError(f"--samples must be at least 2 to compare the student's own recalls, got {self.samples}")
+        for name in ("limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ReflectError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.lr <= 0 or self.beta <= 0 or self.alpha < 0 or self.temperature <= 0:
+            raise ReflectError("--lr, --beta and the temperature must be positive and --alpha not negative")
+
+    def resolved(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["command"] = "reflect"
+        d.pop("db")  # where the store lives does not change the experiment
+        return d
+
+
+@dataclass
+class Phase1Source:
+    """What phase 2 needs from a phase-1 run: its best checkpoint and how it was trained."""
+
+    path: Path
+    best: Path
+    config: dict[str, Any]
+
+    @property
+    def student_stage_type(self) -> str:
+        return self.config.get("stage_type", stages.DEFAULT_STAGE_TYPE)
+
+
+def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
+    """Check that `from_run` is a phase-1 run whose student has the stages DPO will train."""
+    path = Path(from_run)
+    if not path.is_dir():
+        raise ReflectError(f"--from {path}: no such folder; give a phase-1 run folder "
+                           "(made by `python -m tinythinker train --run ...`)")
+    try:
+        config = runs.read_config(path)
+    except runs.RunError as e:
+        raise ReflectError(f"--from {path} is not a phase-1 run: {e}") from None
+    if config.get("command") != "train":
+        what = f"a {config['command']!r} run" if config.get("command") else "no run config"
+        raise ReflectError(f"--from {path} is not a phase-1 run: {path / runs.CONFIG} holds {what}, "
+                           "not one made by `python -m tinythinker train`")
+    best = path / runs.BEST
+    if not best.is_dir() or not any(best.iterdir()):
+        raise ReflectError(f"--from {path}: the run has no best checkpoint ({best}); let phase 1 evaluate at "
+                           "least once (finish a schedule cycle) before reflecting")
+    source = Phase1Source(path, best, config)
+    have = stages.stages_of(source.student_stage_type)
+    need = set(DPO_STAGE_TYPES[dpo_stage_type]) | {stages.RECALL}  # analyses are sampled on chosen recalls
+    missing = sorted(need - set(have))
+    if missing:
+        raise ReflectError(f"--from {path}: its student was trained with stage type "
+                           f"{source.student_stage_type!r}, which has no {' / '.join(missing)} stage; "
+                           f"--stage-type {dpo_stage_type} needs a phase-1 run of recall_analyze_summarize")
+    return source
+
+
+# -- sampling ------------------------------------------------------------------------------------------------
+
+def _sampled(temperature: float):
+    from tinythinker.pipeline import StageSampling
+
+    # utils/config.py (generation_file == "dpo"): do_sample, temperature 0.7, top_k 0 (off).
+    return StageSampling(do_sample=True, temperature=temperature, top_k=0)
+
+
+def sample_recalls(student, questions: list[Question], config: ReflectConfig, stage_type: str,
+                   restrict_answer: bool, on_progress: Progress = None) -> list[Trace]:
+    """`samples` traces per question: the recall sampled, analyze and summarize greedy."""
+    from tinythinker.pipeline import Sampling, run_pipeline
+
+    return run_pipeline(student, questions, stage_type=stage_type, sampling=Sampling(recall=_sampled(config.temperature)),
+                        batch_size=config.sample_batch_size, num_samples=config.samples,
+                        restrict_answer=restrict_answer, on_progress=on_progress)
+
+
+def sample_analyses(student, contexts: list[AnalyzeContext], config: ReflectConfig, stage_type: str,
+                    restrict_answer: bool, on_progress: Progress = None) -> list[Trace]:
+    """`samples` traces per chosen recall: the recall fixed, the analyses sampled, summarize greedy."""
+    from tinythinker.pipeline import Sampling, run_pipeline
+
+    # The paper feeds the chosen recall in as the Analyze stage's input (generate_dpo_recall_data);
+    # the pipeline does the same when the recall is given.
+    return run_pipeline(student, [c.question for c in contexts], stage_type=stage_type,
+                        sampling=Sampling(analyze=_sampled(config.temperature)),
+                        batch_size=config.sample_batch_size, num_samples=config.samples,
+                        restrict_answer=restrict_answer, recalls=[c.recall for c in contexts],
+                        on_progress=on_progress)
+
+
+# -- pairs -----------------------------------------------------------------------------------------------
+
+def curated_pairs(store, dpo_stages: tuple[str, ...]) -> list[Pair]:
+    out = []
+    for p in store.curated_pairs():
+        if p.stage in dpo_stages:
+            out.append(Pair(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, stage=p.stage,
+                            question_id=str(p.question_id or ""), source=CURATED,
+                            meta={"provenance": p.provenance}))
+    return out
+
+
+def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tuple[list[Pair], int]:
+    """The training order and the steps per cycle, as scripts/dpo.py sets them: a cycle is
+    `recall_interval = len(recall) // batch + 1` steps of recall pairs then
+    `analyze_interval = (len(analyze) // len(recall) + 1) * recall_interval` steps of analyze pairs
+    (only one of them when one stage has pairs); each stage's pairs are reshuffled whenever used up."""
+    rng = random.Random(seed)
+    recall = [p for p in pairs if p.stage == stages.RECALL]
+    analyze = [p for p in pairs if p.stage == stages.ANALYZE]
+    if recall:
+        r_steps = len(recall) // batch_size + 1
+        a_steps = (len(analyze) // len(recall) + 1) * r_steps if analyze else 0
+    else:
+        r_steps, a_steps = 0, len(analyze) // batch_size + 1
+
+    def stream(items):
+        while True:
+            order = items[:]
+            rng.shuffle(order)
+            yield from order
+
+    streams = {stages.RECALL: stream(recall) if recall else None,
+               stages.ANALYZE: stream(analyze) if analyze else None}
+    order: list[Pair] = []
+    for _ in range(cycles):
+        for stage, steps in ((stages.RECALL, r_steps), (stages.ANALYZE, a_steps)):
+            for _ in range(steps * batch_size):
+                order.append(next(streams[stage]))
+    return order, r_steps + a_steps
+
+
+# -- training ------------------------------------------------------------------------------------------------
+
+class CycleEval(TrainerCallback):
+    """At the end of every schedule cycle: the staged pipeline on validation; the best checkpoint is kept."""
+
+    def __init__(self, student, evaluate: Callable[[Any], dict[str, Any]], best_dir: Path, cycle_steps: int,
+                 record: Callable[[dict[str, Any]], None], on_progress: Progress):
+        self.student, self.evaluate, self.best_dir = student, evaluate, best_dir
+        self.cycle_steps, self.record, self.on_progress = cycle_steps, record, on_progress
+        self.best: float | None = None
+        self.evals: list[dict[str, Any]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.on_progress:
+            self.on_progress({"kind": "step", "step": state.global_step, "max_steps": state.max_steps})
+        if state.global_step % self.cycle_steps and state.global_step != state.max_steps:
+            return
+        result = self.evaluate(self.student)
+        rec = {"kind": "eval", "local_step": state.global_step, **result}
+        self.evals.append(rec)
+        self.record(dict(rec))
+        if self.best is None or result["accuracy"] > self.best:
+            self.best = result["accuracy"]
+            if self.best_dir.exists():
+                shutil.rmtree(self.best_dir)
+            self.student.save(self.best_dir)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "dpo_loss" in logs:
+            self.record({"kind": "dpo", "local_step": state.global_step, "lr": logs.get("learning_rate"),
+                         **{k: logs[k] for k in ("loss", "dpo_loss", "nll_loss", "rewards/chosen",
+                                                 "rewards/rejected", "rewards/margins", "rewards/accuracies")
+                            if k in logs}})
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluator(questions: list[Question], stage_type: str, batch_size: int, restrict_answer: bool):
+    def evaluate(student) -> dict[str, Any]:
+        from tinythinker.phase1 import evaluate_pipeline
+
+        c = evaluate_pipeline(student, questions, stage_type, batch_size=batch_size, restrict_answer=restrict_answer)
+        n = max(c["n"], 1)
+        return {"accuracy": c["correct"] / n, "invalid_rate": c["invalid"] / n, "n": c["n"]}
+    return evaluate
+
+
+def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: Path, evaluate,
+                    record: Callable[[dict[str, Any]], None], on_progress: Progress,
+                    max_prompt_length: int, max_completion_length: int) -> dict[str, Any]:
+    """DPO on `pairs` from the student as it is now (also the reference); the best cycle's checkpoint is
+    saved to workdir/best. Returns the iteration's training summary."""
+    from tinythinker.dpo import DPOConfig, build_trainer, pair_dataset
+
+    order, cycle_steps = schedule(pairs, config.batch_size, config.cycles, config.seed)
+    dataset, too_long = pair_dataset(student, order, max_prompt_length, max_completion_length)
+    if len(dataset) == 0:
+        raise ReflectError(f"every pair has a completion over {max_completion_length} tokens; nothing to train on")
+    max_steps = math.ceil(len(dataset) / config.batch_size)
+    cycle_steps = min(cycle_steps, max_steps)
+    args = DPOConfig(
+        output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr, lr_scheduler_type="cosine", warmup_steps=0.1,  # scripts/dpo.py
+        max_steps=max_steps, logging_steps=1, save_strategy="no", eval_strategy="no",
+        beta=config.beta, rpo_alpha=config.alpha, seed=config.seed, data_seed=config.seed,
+        max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=on_progress is not None, dataloader_num_workers=0,
+    )
+    cb = CycleEval(student, evaluate, workdir / runs.BEST, cycle_steps, record, on_progress)
+    if on_progress:
+        on_progress({"kind": "phase", "phase": "reference", "pairs": len(dataset)})
+    trainer = build_trainer(student, dataset, args, callbacks=[cb])
+    # Progress goes to on_progress and the numbers to metrics.jsonl; the Trainer's own printing would only
+    # interleave raw dicts with them.
+    trainer.remove_callback(PrinterCallback)
+    t0 = time.time()
+    trainer.train()
+    shutil.rmtree(workdir / "trainer", ignore_errors=True)
+    logs = [h for h in trainer.state.log_history if "dpo_loss" in h]
+    last_cycle = [h for h in logs if h["step"] > max_steps - cycle_steps]
+    best = max(cb.evals, key=lambda e: e["accuracy"])
+    return {
+        "steps": max_steps, "cycle_steps": cycle_steps, "examples": len(dataset), "too_long": too_long,
+        "train_s": round(time.time() - t0, 1),
+        "dpo_loss": _mean([h["dpo_loss"] for h in logs]),
+        "reward_margin": _mean([h["rewards/margins"] for h in logs]),
+        "reward_accuracy": _mean([h["rewards/accuracies"] for h in logs]),
+        "final_dpo_loss": _mean([h["dpo_loss"] for h in last_cycle]),
+        "final_reward_margin": _mean([h["rewards/margins"] for h in last_cycle]),
+        "final_reward_accuracy": _mean([h["rewards/accuracies"] for h in last_cycle]),
+        "val_acc": best["accuracy"], "val_invalid_rate": best["invalid_rate"], "best_local_step": best["local_step"],
+        "evals": [{"local_step": e["local_step"], "accuracy": e["accuracy"]} for e in cb.evals],
+    }
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ReflectResult:
+    run: str
+    baseline_val_acc: float | None
+    iterations: list[dict[str, Any]]
+    best_iteration: int | None
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_reflect_data(source: Phase1Source, config: ReflectConfig
+                      ) -> tuple[list[Question], dict[str, list[Rationale]], list[Question]]:
+    from tinythinker.data import load_examples, load_questions
+
+    p1 = source.config
+    # Phase 1's data and seed, so that a --limit subset is drawn the way phase 1 drew its own.
+    examples = load_examples(p1.get("data", "csqa"), "train", data_dir=p1.get("data_dir"), seed=p1.get("seed", 0),
+                             limit=config.limit, source=p1.get("source"))
+    val = load_questions(p1.get("data", "csqa"), "validation", data_dir=p1.get("data_dir"),
+                         seed=p1.get("seed", 0), limit=config.eval_limit)
+    if not examples:
+        raise ReflectError(f"no training questions in {p1.get('data')!r}")
+    if not val:
+        raise ReflectError(f"no validation questions in {p1.get('data')!r}")
+    questions = [q for q, _ in examples if q.answer is not None]
+    teacher = {q.id: list(rs) for q, rs in examples}
+    return questions, teacher, val
+
+
+def _open_store(path: str | None):
+    from tinythinker.store import Store
+
+    return Store(path)
+
+
+def _completed(run: Path, iterations: int) -> list[dict[str, Any]]:
+    done = []
+    for rec in runs.read_metrics(run, "iteration"):
+        if rec["iteration"] == len(done) + 1 and (run / ITER.format(rec["iteration"]) / runs.BEST).is_dir():
+            done.append(rec)
+    return done[:iterations]
+
+
+def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None, questions=None,
+            teacher=None, val_questions=None) -> ReflectResult:
+    """Run (or resume) phase 2 into `config.run`. `student` / `questions` / `teacher` / `val_questions`
+    override what the phase-1 run names (tests and the app pass objects already in memory)."""
+    from tinythinker.students import load_student
+
+    config.check()
+    source = read_phase1(config.from_run, config.stage_type)
+    p1 = source.config
+    if questions is None or teacher is None or val_questions is None:
+        q, t, v = load_reflect_data(source, config)
+        questions = q if questions is None else questions
+        teacher = t if teacher is None else teacher
+        val_questions = v if val_questions is None else val_questions
+    stage_type = source.student_stage_type
+    restrict = bool(p1.get("restrict_answer", False))
+    evaluate = evaluator(val_questions, stage_type, config.eval_batch_size, restrict)
+    max_prompt, max_completion = int(p1.get("max_source_length", 512)), int(p1.get("max_target_length", 128))
+    dpo_stages = DPO_STAGE_TYPES[config.stage_type]
+    store = _open_store(config.db)
+
+    run = Path(config.run)
+    try:
+        resumed = runs.prepare_run(run, config.resolved())
+    except runs.RunError as e:
+        raise ReflectError(str(e)) from None
+    done = _completed(run, config.iterations) if resumed else []
+    baseline = runs.read_metrics(run, "baseline") if resumed else []
+    last_step = done[-1]["step"] if done else 0
+    if resumed:
+        runs.truncate_metrics(run, last_step)
+        for p in run.glob("iter_*.partial"):
+            shutil.rmtree(p)
+        for p in run.glob("iter_*"):
+            if p.is_dir() and p.name not in {ITER.format(r["iteration"]) for r in done}:
+                shutil.rmtree(p)
+    t_start = time.time()
+
+    def record(rec: dict[str, Any]) -> None:
+        runs.append_metrics(run, rec)
+
+    def progress(event: dict[str, Any]) -> None:
+        if on_progress:
+            on_progress(event)
+
+    try:
+        if baseline:
+            baseline_acc = baseline[0]["accuracy"]
+        else:
+            progress({"kind": "phase", "phase": "baseline", "iteration": 0})
+            start = student if student is not None else load_student(source.best)
+            base = evaluate(start)
+            baseline_acc = base["accuracy"]
+            record({"kind": "baseline", "iteration": 0, "step": 0, **base})
+            # runs.summarize_run reads "eval" records: the starting point is one of them.
+            record({"kind": "eval", "iteration": 0, "step": 0, **base})
+        for k in range(len(done) + 1, config.iterations + 1):
+            start_path = source.best if k == 1 else run / ITER.format(k - 1) / runs.BEST
+            current = student if (k == 1 and student is not None) else load_student(start_path)
+            rec = _iteration(k, current, str(start_path), questions, teacher, config, stage_type, restrict,
+                             dpo_stages, store, run, last_step, evaluate, max_prompt, max_completion, progress)
+            last_step = rec["step"]
+            done.append(rec)
+            _copy_best(run, done)
+        record({"kind": "end", "step": last_step, "wall_s": round(time.time() - t_start, 1)})
+    except ReflectError:
+        if not done and not resumed:
+            shutil.rmtree(run, ignore_errors=True)  # a fresh run that built nothing leaves nothing behind
+        raise
+    finally:
+        store.close()
+    best_it = max(done, key=lambda r: r["val_acc"])["iteration"] if done else None
+    return ReflectResult(str(run), baseline_acc, done, best_it, round(time.time() - t_start, 1))
+
+
+def _copy_best(run: Path, done: list[dict[str, Any]]) -> None:
+    best = max(done, key=lambda r: r["val_acc"])
+    tmp = run / ".best.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / ITER.format(best["iteration"]) / runs.BEST, tmp)
+    shutil.rmtree(run / runs.BEST, ignore_errors=True)
+    tmp.rename(run / runs.BEST)
+
+
+def _iteration(k, student, model_name, questions, teacher, config, stage_type, restrict, dpo_stages, store,
+               run, step_offset, evaluate, max_prompt, max_completion, progress) -> dict[str, Any]:
+    t0 = time.time()
+    work = run / (ITER.format(k) + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        traces: list[Trace] = []
+        auto: list[Pair] = []
+        stats: dict[str, Any] = {}
+        if config.pairs in ("auto", "both"):
+            torch.manual_seed(config.seed * 1000 + k)
+            progress({"kind": "phase", "phase": "sample_recall", "iteration": k, "questions": len(questions)})
+            recall_traces = sample_recalls(student, questions, config, stage_type, restrict,
+                                           _sub(progress, "sample_recall", k))
+            for t in recall_traces:
+                t.sampling = {**t.sampling, "reflect": "recall"}
+            traces += recall_traces
+            r_pairs, contexts = recall_pairs(recall_traces, teacher, seed=config.seed * 1000 + k)
+            stats["recall_traces"] = pair_stats(recall_traces)
+            if stages.RECALL in dpo_stages:
+                auto += r_pairs
+            if stages.ANALYZE in dpo_stages and contexts:
+                progress({"kind": "phase", "phase": "sample_analyze", "iteration": k, "recalls": len(contexts)})
+                analyze_traces = sample_analyses(student, contexts, config, stage_type, restrict,
+                                                 _sub(progress, "sample_analyze", k))
+                for t in analyze_traces:
+                    t.sampling = {**t.sampling, "reflect": "analyze"}
+                traces += analyze_traces
+                auto += analyze_pairs(analyze_traces, contexts, seed=config.seed * 1000 + k, stage_type=stage_type)
+        curated = curated_pairs(store, dpo_stages) if config.pairs in ("curated", "both") else []
+        pairs = auto + curated
+        counts = {s: sum(p.stage == s for p in pairs) for s in dpo_stages}
+        if not pairs:
+            raise ReflectError(_no_pairs_message(k, config, traces, stats))
+        progress({"kind": "phase", "phase": "train", "iteration": k, "pairs": counts})
+        with open(work / PAIRS_FILE, "w") as f:
+            for p in pairs:
+                f.write(json.dumps(p.to_dict()) + "\n")
+
+        def record(rec: dict[str, Any]) -> None:
+            runs.append_metrics(run, {**rec, "iteration": k, "step": step_offset + rec.pop("local_step")})
+
+        summary = train_iteration(student, pairs, config, work, evaluate, record, progress, max_prompt, max_completion)
+        # The iteration is complete: file its traces and pairs, then make it visible.
+        if traces:
+            store.import_traces(traces, model=model_name, iteration=k)
+        store.add_pairs([_store_pair(p, model_name) for p in auto], iteration=k)
+        final = run / ITER.format(k)
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    rec = {"kind": "iteration", "iteration": k, "step": step_offset + summary["steps"], "start": model_name,
+           "traces": len(traces), "pairs": counts, "pairs_total": len(pairs), "auto_pairs": len(auto),
+           "curated_pairs": len(curated), "trace_stats": stats, "wall_s": round(time.time() - t0, 1),
+           **{key: v for key, v in summary.items() if key != "evals"}, "evals": summary["evals"]}
+    runs.append_metrics(run, rec)
+    progress({"kind": "iteration", **rec})
+    return rec
+
+
+def _store_pair(p: Pair, model_name: str) -> dict[str, Any]:
+    return {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "stage": p.stage,
+            "question_id": p.question_id,
+            "provenance": {"model": model_name, "chosen_from": p.source, **p.meta}}
+
+
+def _sub(progress, phase: str, k: int):
+    def f(event: dict[str, Any]) -> None:
+        progress({**event, "phase": phase, "iteration": k})
+    return f
+
+
+def _no_pairs_message(k: int, config: ReflectConfig, traces: list[Trace], stats: dict[str, Any]) -> str:
+    s = stats.get("recall_traces")
+    why = ""
+    if s:
+        why = (f" Of {s['questions']} questions, {s['all_right']} had every sampled trace right and "
+               f"{s['all_wrong']} every one wrong; pairs need a question with both.")
+    if config.pairs == "curated":
+        why = " The store holds no curated pairs for these stages (label traces good/bad in the store first)."
+    return (f"iteration {k}: no preference pairs were built from {len(traces)} sampled traces "
+            f"(--pairs {config.pairs}, --stage-type {config.stage_type}).{why} Try more questions (--limit), "
+            "more samples (--samples), or --pairs both with curated pairs; nothing was written for this iteration.")
