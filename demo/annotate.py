@@ -77,7 +77,7 @@ def render(stored: StoredTrace | None, message: str = "") -> tuple:
         if i < len(labels):
             lab = labels[i]
             text = t.analyses.get(lab, "")
-            slots += [gr.update(visible=bool(text)), f"**{lab}** ({t.question.option_text(lab)}): {text}", None, ""]
+            slots += [gr.update(visible=lab in t.analyses), f"**{lab}** ({t.question.option_text(lab)}): {text}", None, ""]
         else:
             slots += [gr.update(visible=False), "", None, ""]
     return (stored.id, header, question_markdown(t.question),

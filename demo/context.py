@@ -40,12 +40,12 @@ class AppContext:
                 self._questions[key] = load_examples(benchmark, split, data_dir=self.ws.data_dir)
             return self._questions[key]
 
-    def user_questions(self, path: Path, split: str) -> list[Question]:
+    def user_examples(self, path: Path, split: str) -> list[tuple[Question, list[Rationale]]]:
         """A user's own JSONL (already resolved inside the workspace); reloaded when the file changes."""
         key = ("jsonl", str(path), split, path.stat().st_mtime)
         with self._lock:
             if key not in self._questions:
-                self._questions[key] = load_questions("jsonl", split, path=path)
+                self._questions[key] = load_examples("jsonl", split, path=path)
             return self._questions[key]
 
     def checkpoint_choices(self, include_untrained: bool = True) -> list[tuple[str, str]]:

@@ -39,7 +39,7 @@ def render_rationale(q: Question, r: Rationale, stage_type: str, number: int) ->
 def show(ctx, benchmark, split, index, path, stage_type):
     if benchmark == USER_FILE:
         resolved = ctx.ws.resolve(path, DATA, field="data file")
-        examples = [(q, []) for q in ctx.user_questions(resolved, split)]
+        examples = ctx.user_examples(resolved, split)
     else:
         examples = ctx.examples(benchmark, split)
     if not examples:

@@ -115,7 +115,7 @@ def build(ctx) -> None:
         b_all = gr.Button("Run all stages", variant="primary", elem_id="step-all")
     recall = gr.Textbox(label="Recall (editable)", lines=3, elem_id="step-recall-text")
     b_after_recall = gr.Button("Re-run what follows this Recall", size="sm", elem_id="step-after-recall")
-    analyses = gr.Dataframe(headers=ANALYSES_HEADERS, col_count=(3, "fixed"), type="array", interactive=True,
+    analyses = gr.Dataframe(headers=ANALYSES_HEADERS, column_count=(3, "fixed"), type="array", interactive=True,
                             wrap=True, label="Analyze (edit the analysis column)", elem_id="step-analyses")
     b_after_analyze = gr.Button("Re-run Summarize from these analyses", size="sm", elem_id="step-after-analyze")
     summary = gr.Textbox(label="Summarize", interactive=False, elem_id="step-summary")

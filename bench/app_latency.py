@@ -1,0 +1,151 @@
+"""App latency: one step-through stage with the default student, app start-up, opening Compare over 1,221 cached
+traces. Writes bench/out/app_latency.json.
+
+    .venv/bin/python bench/app_latency.py [--data-dir ../shared/data] [--student minilm-bert2bert] [--repeats 5]
+
+Step-through is measured warm (the app loads a model once and caches it; the one-off load is reported apart).
+Compare is measured through the HTTP API, as the browser calls it, on traces already cached: the cache is filled
+first by running two tiny random students over the split (what the traces say does not change the cost of
+reading, tabulating and charting them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out" / "app_latency.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def startup(workdir: Path, data_dir: str | None) -> float:
+    """Seconds from `python app.py` to the first page served."""
+    port = _free_port()
+    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runs-dir", str(workdir / "runs"),
+           "--db", str(workdir / "annotations" / "t.db")] + (["--data-dir", data_dir] if data_dir else [])
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"app.py exited with {proc.returncode}") from None
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def step_stage(ctx, student: str, repeats: int) -> dict:
+    """Seconds per stage of Step through, warm, on questions 0..repeats-1 of CSQA validation."""
+    from demo.step import step
+
+    def call(action, i, recall=None, table=None):
+        q = ["benchmark", "csqa", "validation", i, "", "", "", False, 0.7, 0, 1.0, 64]
+        t = time.perf_counter()
+        out = step(ctx, action, student, "recall_analyze_summarize", *q, recall, table, None)
+        return out, time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    ctx.student(student)
+    out: dict = {"student": student, "model_load_s": round(time.perf_counter() - t0, 3)}
+    call("recall", 0)  # first generate call warms kernels; not a user-visible cost after start-up
+    times: dict[str, list[float]] = {"recall": [], "analyze": [], "summarize": [], "all": []}
+    for i in range(repeats):
+        (_, recall, *_), s = call("recall", i)
+        times["recall"].append(s)
+        (_, _, table, *_), s = call("analyze", i, recall)
+        times["analyze"].append(s)
+        _, s = call("summarize", i, recall, table)
+        times["summarize"].append(s)
+        _, s = call("all", i)
+        times["all"].append(s)
+    for stage, xs in times.items():
+        out[f"{stage}_s_median"] = round(statistics.median(xs), 3)
+        out[f"{stage}_s_all"] = [round(x, 3) for x in xs]
+    return out
+
+
+def compare_open(ctx, repeats: int) -> dict:
+    """Fill the trace cache of two tiny students over CSQA validation, then time /compare_split over HTTP."""
+    from gradio_client import Client
+
+    from demo.app import build_app
+    from tinythinker.tiny import tiny_student
+
+    questions = ctx.questions("csqa", "validation")
+    for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
+        tiny_student("bert2bert", seed=seed).save(ctx.ws.runs_dir / name / "best")
+    from demo.compare import split_traces
+
+    t = time.perf_counter()
+    ta, tb = split_traces(ctx, "tiny-a/best", "tiny-b/best", "csqa", "validation", 0)
+    fill_s = time.perf_counter() - t
+    app = build_app(ctx)
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            summary, table, _ = client.predict("tiny-a/best", "tiny-b/best", "csqa", "validation", 0,
+                                               "all disagreements", api_name="/compare_split")
+            times.append(time.perf_counter() - t)
+    finally:
+        app.close()
+    return {"traces_per_model": len(ta), "questions": len(questions), "cache_fill_s": round(fill_s, 1),
+            "open_s_median": round(statistics.median(times), 3), "open_s_all": [round(x, 3) for x in times],
+            "rows": len(table["data"]), "summary": summary}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=os.environ.get("TINYTHINKER_DATA_DIR", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--student", default="minilm-bert2bert")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    from demo.context import AppContext
+    from tinythinker.workspace import Workspace
+
+    results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "runs").mkdir()
+        (work / "annotations").mkdir()
+        ws = Workspace(runs_dir=work / "runs", db=work / "annotations" / "t.db", data_dir=args.data_dir)
+        ctx = AppContext(ws=ws, default_student=args.student)
+        results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
+        print("startup", results["startup_s"], flush=True)
+        results["step_through"] = step_stage(ctx, args.student, args.repeats)
+        print("step", results["step_through"], flush=True)
+        results["compare"] = compare_open(ctx, args.repeats)
+        print("compare", results["compare"], flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The app through its HTTP API (gradio_client), against a launched app over a tmp workspace with tiny students."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from demo.app import build_app
+from demo.context import AppContext
+from tinythinker.compare import disagreements
+from tinythinker.data import load_questions
+from tinythinker.pipeline import complete_trace, run_pipeline
+from tinythinker.stages import ANALYZE
+from tinythinker.store.core import Store
+from tinythinker.students import load_student
+from tinythinker.tiny import tiny_student
+from tinythinker.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP_DEFAULTS = dict(stage_type="recall_analyze_summarize", source="benchmark", benchmark="csqa",
+                     split="validation", index=3, stem="", options="", answer="", do_sample=False,
+                     temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=24, recall="",
+                     analyses_table={"headers": ["option", "text", "analysis"], "data": []},
+                     timings=None)
+
+
+def make_workspace(root: Path, data_dir: Path) -> Workspace:
+    """Two tiny bert2bert 'runs' (different seeds, so they disagree) and a store holding a few of their traces."""
+    for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
+        run = root / "runs" / name
+        tiny_student("bert2bert", seed=seed).save(run / "best")
+        (run / "config.json").write_text(json.dumps({"command": "train", "student": "tiny", "data": "csqa",
+                                                     "stage_type": "recall_analyze_summarize"}))
+        (run / "metrics.jsonl").write_text(
+            json.dumps({"kind": "train", "step": 1, "loss": 2.0, "stage": "recall"}) + "\n"
+            + json.dumps({"kind": "eval", "step": 1, "accuracy": 0.2 + seed / 10}) + "\n")
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    ws = Workspace(runs_dir=root / "runs", db=root / "annotations" / "t.db", data_dir=data_dir)
+    questions = load_questions("csqa", "validation", data_dir=data_dir, limit=3)
+    traces = run_pipeline(load_student(ws.runs_dir / "tiny-a" / "best"), questions,
+                          sampling=_sampling(24))
+    with Store(ws.db) as store:
+        store.import_traces(traces, model="tiny-a", iteration=0)
+    return ws
+
+
+def _sampling(tokens):
+    from demo.widgets import make_sampling
+
+    return make_sampling(False, 0.7, 0, 1.0, tokens)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    ws = make_workspace(tmp_path_factory.mktemp("ws"), data_dir)
+    ctx = AppContext(ws=ws)
+    app = build_app(ctx)
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield ctx, Client(app.local_url, verbose=False)
+    finally:
+        app.close()
+
+
+def _step(client, action, checkpoint="tiny-a/best", **over):
+    kw = {**STEP_DEFAULTS, **over}
+    return client.predict(checkpoint, *kw.values(), api_name=f"/step_{action}")
+
+
+def _analyses(table) -> dict:
+    rows = table["data"] if isinstance(table, dict) else table
+    return {r[0]: r[2] for r in rows}
+
+
+def test_step_through_gives_the_library_trace(served, data_dir):
+    ctx, client = served
+    q = ctx.questions("csqa", "validation")[3]
+    student = load_student(ctx.ws.runs_dir / "tiny-a" / "best")
+    expected = run_pipeline(student, [q], sampling=_sampling(24))[0]
+
+    _, recall, table, summary, verdict, timings, note = _step(client, "all")
+    assert (recall, _analyses(table), summary) == (expected.recall, expected.analyses, expected.summary)
+    assert set(timings) == {"recall", "analyze", "summarize"} and "untrained" not in note.lower()
+    assert (expected.predicted or "no valid answer") in verdict
+
+    # One stage at a time, each from the previous stage's output, gives the same trace.
+    _, r1, t1, *_ = _step(client, "recall")
+    assert r1 == expected.recall and not any(_analyses(t1).values())
+    _, _, t2, s2, *_ = _step(client, "analyze", recall=r1)
+    assert _analyses(t2) == expected.analyses and s2 == ""
+    _, _, _, s3, v3, timings3, _ = _step(client, "summarize", recall=r1, analyses_table=t2)
+    assert s3 == expected.summary and "summarize" in timings3
+
+    # Edit the recall, re-run only what follows: what complete_trace gives from that recall.
+    edited = "Water is something people drink."
+    again = complete_trace(student, q, "recall_analyze_summarize", recall=edited, from_stage=ANALYZE,
+                           sampling=_sampling(24))
+    _, r4, t4, s4, *_ = _step(client, "after_recall", recall=edited)
+    assert (r4, _analyses(t4), s4) == (edited, again.analyses, again.summary)
+
+
+def test_untrained_default_is_labelled(served):
+    ctx, client = served
+    choices = dict((value, label) for label, value in ctx.checkpoint_choices())
+    assert "untrained" in choices[ctx.default_student]
+    assert next(iter(choices)) in ("tiny-a/best", "tiny-b/best")  # trained first
+
+
+def test_custom_question_and_bad_input(served):
+    _, client = served
+    out = _step(client, "recall", source="my own question", stem="Where do fish live?",
+                options="water\ndesert\nsky")
+    assert "Where do fish live?" in out[0] and out[1]
+    with pytest.raises(Exception, match="2 to 26 options"):
+        _step(client, "recall", source="my own question", stem="Only one?", options="yes")
+
+
+@pytest.mark.parametrize("checkpoint", ["../../etc/passwd", "/etc/passwd", "tiny-a/../../../../etc"])
+def test_checkpoint_field_cannot_leave_the_workspace(served, checkpoint):
+    _, client = served
+    with pytest.raises(Exception, match="outside the workspace"):
+        _step(client, "all", checkpoint=checkpoint)
+
+
+def test_data_file_field_cannot_leave_the_workspace(served):
+    _, client = served
+    with pytest.raises(Exception, match="outside the workspace"):
+        client.predict("my JSONL file", "validation", 0, "../../etc/passwd", "recall_analyze_summarize",
+                       api_name="/explore")
+    header, question, rationales, index = client.predict("csqa", "validation", 2, "", "recall_analyze_summarize",
+                                                         api_name="/explore")
+    assert "Question 2 of 1221" in header and "Recall:" in rationales
+
+
+def test_label_made_in_the_ui_lands_in_the_store(served):
+    ctx, client = served
+    out = client.predict("ann", "", "", "any", "", "", api_name="/annotate_next")
+    trace_id = int(out[0])
+    slots = [None, ""] * 8
+    slots[0] = "bad"  # option A's analysis
+    saved = client.predict(trace_id, "ann", "too vague", "good", "", *slots, "unsure", "", "", "", "any", "", "",
+                           api_name="/annotate_save")
+    assert "saved 3 label(s)" in saved[1] and int(saved[0]) != trace_id
+    with Store(ctx.ws.db) as store:
+        labels = {(lab.stage, lab.option): lab for lab in store.labels(trace_id)}
+    assert labels[("recall", None)].verdict == "good" and labels[("recall", None)].annotator == "ann"
+    assert labels[("analyze", "A")].verdict == "bad" and labels[("analyze", "A")].note == "too vague"
+    assert labels[("summarize", None)].verdict == "unsure"
+    # Undo walks back the latest label and shows its trace again.
+    undone = client.predict("ann", api_name="/annotate_undo")
+    assert int(undone[0]) == trace_id and "undid" in undone[1]
+    with Store(ctx.ws.db) as store:
+        assert len(store.labels(trace_id)) == 2
+
+
+def test_compare_returns_the_disagreement_table(served):
+    ctx, client = served
+    summary, table, _ = client.predict("tiny-a/best", "tiny-b/best", "csqa", "validation", 6,
+                                       "all disagreements", api_name="/compare_split")
+    questions = ctx.questions("csqa", "validation")[:6]
+    ta = run_pipeline(load_student(ctx.ws.runs_dir / "tiny-a" / "best"), questions)
+    tb = run_pipeline(load_student(ctx.ws.runs_dir / "tiny-b" / "best"), questions)
+    rows = [[r["id"], r["kind"], r["a"], r["b"]] for r in disagreements(ta, tb)]
+    assert [[r[0], r[1], r[3], r[4]] for r in table["data"]] == rows and "6 questions" in summary
+    assert len(list((ctx.ws.runs_dir / "tiny-a" / "traces").glob("*.jsonl"))) == 1
+    # Filtered, from the cache (no model load).
+    loads = ctx.students.loads
+    _, wrong_to_right, _ = client.predict("tiny-a/best", "tiny-b/best", "csqa", "validation", 6, "wrong->right",
+                                          api_name="/compare_split")
+    assert ctx.students.loads == loads
+    assert all(r[1] == "wrong->right" for r in wrong_to_right["data"])
+
+
+def test_results_list_runs(served):
+    _, client = served
+    rows, _, _ = client.predict(api_name="/results")
+    assert sorted(r[0] for r in rows["data"]) == ["tiny-a", "tiny-b"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses listening on `port`, from the kernel's socket tables."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.append(addr)
+    return found
+
+
+@pytest.mark.slow
+def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--auth", "ann:pw",
+                             "--runs-dir", str(tmp_path / "runs"), "--db", str(tmp_path / "a" / "t.db"),
+                             "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not _listening(port):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.time() < deadline, "app.py did not start"
+            time.sleep(0.2)
+        assert _listening(port) == ["0100007F"]  # 127.0.0.1 only
+        url = f"http://127.0.0.1:{port}/"
+        with pytest.raises(Exception):
+            Client(url, verbose=False)
+        with pytest.raises(Exception):
+            Client(url, auth=("ann", "wrong"), verbose=False)
+        client = Client(url, auth=("ann", "pw"), verbose=False)
+        rows, _, _ = client.predict(api_name="/results")
+        assert rows["data"] == [] or rows["data"] == [[None] * 9] or not any(rows["data"][0])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
