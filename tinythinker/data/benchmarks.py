@@ -117,7 +117,7 @@ def read_part(name: str, part: str, root: Path | None) -> list[Question]:
     parse = _PARSERS[name]
     id_field = "qid" if name == "strategyqa" else "id"
     if root is None:
-        label, rows = hub.hub_rows(name, part)
+        label, rows = hub.hub_rows(name, part, LOCAL_FILES[name][part][0])
         items = ((Loc(label, record=i), row) for i, row in enumerate(rows, start=1))
     else:
         file = local_file(name, part, root)

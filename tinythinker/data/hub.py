@@ -22,12 +22,12 @@ HUB_SPLITS: dict[str, dict[str, str]] = {
     "strategyqa": {"train": "train", "test": "test"},
 }
 LOCAL_HINT = ("Without network access, point at local files with --data-dir DIR or the environment variable "
-              "TINYTHINKER_DATA_DIR=DIR (or put them in ./data), laid out as docs/DATA.md describes, "
-              "e.g. DIR/csqa/train_rand_split.jsonl.")
+              "TINYTHINKER_DATA_DIR=DIR (or put them in ./data), laid out as docs/DATA.md describes: "
+              "this split reads DIR/{file}.")
 
 
-def hub_rows(name: str, part: str) -> tuple[str, list[dict[str, Any]]]:
-    """(a label naming the hub split, rows in the local files' layout)."""
+def hub_rows(name: str, part: str, local_file: str) -> tuple[str, list[dict[str, Any]]]:
+    """(a label naming the hub split, rows in the local files' layout); `local_file` is named in the error."""
     repo, config = HUB_DATASETS[name]
     split = HUB_SPLITS[name][part]
     label = f"hub:{repo}" + (f"/{config}" if config else "") + f"[{split}]"
@@ -37,7 +37,8 @@ def hub_rows(name: str, part: str) -> tuple[str, list[dict[str, Any]]]:
         ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # offline, unknown id, moved files: all end the same way for the user
         raise MissingDataError(
-            f"could not load {name} ({label}) from the Hugging Face hub: {type(e).__name__}: {e}. {LOCAL_HINT}"
+            f"could not load {name} ({label}) from the Hugging Face hub: {type(e).__name__}: {e}. "
+            + LOCAL_HINT.format(file=local_file)
         ) from e
     return label, [_reshape(name, dict(row)) for row in ds]
 

@@ -7,7 +7,8 @@ Sources (the first of each benchmark is its default):
   strategyqa  facts (the annotated facts joined, recall only; the decomposition stays in Question.meta)
   jsonl       inline (the file's own `recall` / `analyses` fields)
   paper       paper (the folder's recall.json / analyze.json / summarize.json)
-  any         a path to a folder in the paper's released format (joined by question text), or "none"
+  any         a `teach --out` folder (its rationales.jsonl, joined by question id), a folder in the paper's
+              released format (joined by question text), or "none"
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "paper": ("paper",),
 }
 COSE_FILE = "cose/cose_train_v1.11.jsonl"
+TEACHER_FILE = "rationales.jsonl"  # what `python -m tinythinker teach --out DIR` writes
 NONE = "none"
 
 
@@ -62,10 +64,13 @@ def load_rationales(name: str, questions: list[Question], data_dir: str | Path |
             raise ValueError("the paper source needs the folder: path=... / --path")
         return join_paper(questions, Path(path))
     folder = Path(source).expanduser()
+    if (folder / TEACHER_FILE).is_file() or folder.name == TEACHER_FILE:
+        return _teacher(questions, folder)
     if folder.is_dir():
         return join_paper(questions, folder)
     raise ValueError(f"unknown rationale source {source!r} for {name}: choose one of "
-                     f"{', '.join(SOURCES[name] + (NONE,))}, or a folder in the paper's format")
+                     f"{', '.join(SOURCES[name] + (NONE,))}, a `teach` output folder, or a folder in the "
+                     "paper's format")
 
 
 def load_examples(name: str, split: str = "train", data_dir: str | Path | None = None, seed: int = 0,
@@ -145,6 +150,13 @@ def _cose(questions: list[Question], path: Path) -> dict[str, list[Rationale]]:
         text = get(expl, "open-ended", loc, field="explanation.open-ended")
         out[qid] = [Rationale(recall=" ".join(text.split()), analyses={}, source="cose")]
     return out
+
+
+def _teacher(questions: list[Question], path: Path) -> dict[str, list[Rationale]]:
+    from tinythinker.teacher.run import load_teacher_rationales  # the teacher area owns its file format
+
+    by_id = load_teacher_rationales(path)
+    return {q.id: by_id[q.id] for q in questions if by_id.get(q.id)}
 
 
 def join_paper(questions: list[Question], folder: Path) -> dict[str, list[Rationale]]:
