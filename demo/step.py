@@ -29,11 +29,11 @@ ACTIONS = ("recall", "analyze", "summarize", "all", "after_recall", "after_analy
 
 
 def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
-         do_sample, temperature, top_k, top_p, max_new_tokens, recall, analyses_table, timings):
+         do_sample, temperature, top_k, top_p, max_new_tokens, seed, recall, analyses_table, timings):
     """Run what `action` asks and return every output of the tab (question, recall, analyses, summary,
     verdict, per-stage seconds, model note)."""
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
-    sampling = make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens)
+    sampling = make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed)
     student = ctx.student(checkpoint)
     stages = stages_of(stage_type)
     timings = dict(timings or {})

@@ -5,17 +5,24 @@ Jobs are found again from their run folders (`job.json`), so a page reload or a 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
 
 from demo.widgets import friendly, stage_type_dropdown
 from tinythinker import jobs, plots
 from tinythinker.jobs import BENCHMARKS, NAMED_STUDENTS, ReflectSettings, TrainSettings
-from tinythinker.runs import read_metrics
+from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES
+from tinythinker.runs import list_runs, read_metrics
 
 
 def job_choices(ctx) -> list[str]:
     return [j.name for j in jobs.list_jobs(ctx.ws)]
+
+
+def phase1_choices(ctx) -> list[str]:
+    """Phase-1 runs with a best checkpoint: what phase 2 can start from."""
+    return [ctx.ws.relative(Path(r.path)) for r in list_runs(ctx.ws.runs_dir) if r.command == "train" and r.has_best]
 
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
@@ -27,10 +34,11 @@ def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, e
     return gr.update(choices=job_choices(ctx), value=job.name)
 
 
-def start_phase2(ctx, run, from_run, iterations, samples, stage_type, limit, eval_limit, beta, alpha, lr, seed):
+def start_phase2(ctx, run, from_run, iterations, samples, stage_type, pairs, limit, eval_limit, beta, alpha, lr,
+                 seed):
     settings = ReflectSettings(run=run, from_run=from_run, iterations=iterations, samples=samples,
-                               stage_type=stage_type, limit=limit, eval_limit=eval_limit, beta=beta, alpha=alpha,
-                               lr=lr, seed=seed)
+                               stage_type=stage_type, pairs=pairs, limit=limit, eval_limit=eval_limit, beta=beta,
+                               alpha=alpha, lr=lr, seed=seed)
     job = jobs.start(jobs.reflect_args(settings, ctx.ws), ctx.ws.run_dir(run), kind="phase 2")
     return gr.update(choices=job_choices(ctx), value=job.name)
 
@@ -62,6 +70,14 @@ def view(ctx, name):
     status = f"**{job.name}** · {job.kind} · {state} · {elapsed:.0f} s · pid {job.pid}"
     fraction = 1.0 if state == "finished" else jobs.progress(job)
     return status, _bar(fraction), plots.training_curves(read_metrics(run_dir), title=job.name), jobs.log_tail(job)
+
+
+def tick(ctx, name):
+    """The timer's refresh: redraw only while the job runs (and once just after it ends)."""
+    job = jobs.load_job(ctx.ws.run_dir(name, "job")) if name else None
+    if job is None or (job.finished is not None and time.time() - job.finished > 5):
+        return (gr.skip(),) * 4
+    return view(ctx, name)
 
 
 def cancel(ctx, name):
@@ -96,10 +112,12 @@ def build(ctx) -> None:
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():
             p2_run = gr.Textbox(time.strftime("p2-%Y%m%d-%H%M"), label="run name (folder in runs/)")
-            p2_from = gr.Dropdown([r for r in job_choices(ctx)], allow_custom_value=True,
-                                  label="from phase-1 run (folder in runs/)")
-            p2_stage = gr.Dropdown(["recall", "analyze", "recall_analyze"], value="recall_analyze",
-                                   label="stages to reflect on")
+            phase1_runs = phase1_choices(ctx)
+            p2_from = gr.Dropdown(phase1_runs, value=phase1_runs[0] if phase1_runs else None,
+                                  allow_custom_value=True, label="from phase-1 run (folder in runs/)")
+            p2_stage = gr.Dropdown(list(DPO_STAGE_TYPES), value="recall_analyze", label="stages to reflect on")
+            p2_pairs = gr.Dropdown(list(PAIR_MODES), value="auto",
+                                   label="pairs (curated = labelled in Annotate)")
         with gr.Row():
             p2_iter = gr.Number(3, precision=0, label="iterations")
             p2_samples = gr.Number(10, precision=0, label="samples per question")
@@ -107,7 +125,7 @@ def build(ctx) -> None:
             p2_eval = gr.Number(200, precision=0, label="validation questions (0 = all)")
             p2_beta = gr.Number(0.5, label="beta")
             p2_alpha = gr.Number(0.5, label="alpha (NLL weight)")
-            p2_lr = gr.Number(1e-5, label="learning rate")
+            p2_lr = gr.Number(5e-6, label="learning rate")
             p2_seed = gr.Number(0, precision=0, label="seed")
         p2_go = gr.Button("Start phase 2", variant="primary")
     gr.Markdown("### Jobs")
@@ -127,11 +145,13 @@ def build(ctx) -> None:
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
                  p1_lr, p1_seed], job, api_name="start_phase1")
     p2_go.click(friendly(lambda *a: start_phase2(ctx, *a)),
-                [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
+                [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
                  p2_seed], job, api_name="start_phase2")
-    refresh.click(lambda: gr.update(choices=job_choices(ctx)), None, job, api_visibility="private")
+    refresh.click(lambda: (gr.update(choices=job_choices(ctx)), gr.update(choices=phase1_choices(ctx))), None,
+                  [job, p2_from], api_visibility="private")
     show = friendly(lambda name: view(ctx, name))
     outputs = [status, bar, curves, log]
     job.change(show, job, outputs, api_name="job_status")
-    timer.tick(show, job, outputs, api_visibility="private", show_progress="hidden")
+    timer.tick(friendly(lambda name: tick(ctx, name)), job, outputs, api_visibility="private",
+               show_progress="hidden")
     stop.click(friendly(lambda name: cancel(ctx, name)), job, outputs, api_name="cancel_job")

@@ -10,7 +10,7 @@ import gradio as gr
 
 from tinythinker.jobs import BENCHMARKS
 from tinythinker.pipeline import Sampling, StageSampling
-from tinythinker.stages import STAGE_TYPES
+from tinythinker.stages import STAGE_TYPES, STAGES
 from tinythinker.types import Option, Question, Trace
 
 SPLITS = ("validation", "train", "test")
@@ -106,10 +106,11 @@ class SamplingControls:
     top_k: gr.Number
     top_p: gr.Slider
     max_new_tokens: gr.Number
+    seed: gr.Number
 
     @property
     def inputs(self) -> list:
-        return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens]
+        return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens, self.seed]
 
 
 def sampling_controls() -> SamplingControls:
@@ -119,18 +120,26 @@ def sampling_controls() -> SamplingControls:
             temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature")
             top_k = gr.Number(0, precision=0, minimum=0, label="top-k (0 = off)")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
-            max_new_tokens = gr.Number(64, precision=0, minimum=1, maximum=512, label="max new tokens")
-    return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens)
+            max_new_tokens = gr.Number(0, precision=0, minimum=0, maximum=512,
+                                       label="max new tokens (0 = each stage's default)")
+            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+    return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens, seed)
 
 
-def make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens) -> Sampling:
-    """One setting for every stage; the UI's per-stage runs pick the stage it applies to."""
-    tokens = int(max_new_tokens or 64)
-    if not 1 <= tokens <= 512:
-        raise ValueError(f"max new tokens: {tokens} is outside 1..512")
-    stage = StageSampling(do_sample=bool(do_sample), temperature=float(temperature), top_k=int(top_k or 0),
-                          top_p=float(top_p), max_new_tokens=tokens)
-    return Sampling(recall=stage, analyze=stage, summarize=stage)
+def make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed=0) -> Sampling:
+    """One decoding setting for every stage, on top of the library's per-stage token budgets (kept when
+    max new tokens is 0). Greedy with the defaults is exactly the library's GREEDY."""
+    tokens = int(max_new_tokens or 0)
+    if not 0 <= tokens <= 512:
+        raise ValueError(f"max new tokens: {tokens} is outside 0..512")
+    base = Sampling(seed=int(seed or 0))
+    per_stage = {}
+    for name in STAGES:
+        default = base.stage(name)
+        per_stage[name] = StageSampling(do_sample=bool(do_sample), temperature=float(temperature),
+                                        top_k=int(top_k or 0), top_p=float(top_p),
+                                        max_new_tokens=tokens or default.max_new_tokens)
+    return Sampling(**per_stage, seed=int(seed or 0))
 
 
 def analyses_rows(q: Question, analyses: dict[str, str] | None) -> list[list[str]]:

@@ -24,7 +24,7 @@ from tinythinker.workspace import Workspace
 ROOT = Path(__file__).resolve().parent.parent
 STEP_DEFAULTS = dict(stage_type="recall_analyze_summarize", source="benchmark", benchmark="csqa",
                      split="validation", index=3, stem="", options="", answer="", do_sample=False,
-                     temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=24, recall="",
+                     temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=24, seed=0, recall="",
                      analyses_table={"headers": ["option", "text", "analysis"], "data": []},
                      timings=None)
 

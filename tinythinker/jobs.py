@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES
 from tinythinker.stages import STAGE_TYPES
 from tinythinker.workspace import RUNS, Workspace, WorkspaceError, check_name
 
@@ -57,8 +58,9 @@ class ReflectSettings:
     eval_limit: int | None = 200
     beta: float = 0.5
     alpha: float = 0.5
-    lr: float = 1e-5
+    lr: float = 5e-6  # phase 2's default (the paper's run_dpo.sh)
     seed: int = 0
+    pairs: str = "auto"  # auto | curated (labelled in the Annotate tab) | both
 
 
 def _int(value, field: str, lo: int, hi: int, optional: bool = False) -> int | None:
@@ -135,7 +137,8 @@ def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
         "--from", str(source),
         "--iterations", str(_int(s.iterations, "iterations", 1, 100)),
         "--samples", str(_int(s.samples, "samples", 1, 1000)),
-        "--stage-type", _choice(s.stage_type, "stage type", ("recall", "analyze", "recall_analyze")),
+        "--stage-type", _choice(s.stage_type, "stage type", tuple(DPO_STAGE_TYPES)),
+        "--pairs", _choice(s.pairs, "pairs", PAIR_MODES),
         "--beta", str(_float(s.beta, "beta", 1e-6, 100)),
         "--alpha", str(_float(s.alpha, "alpha", 0, 100)),
         "--lr", str(_float(s.lr, "learning rate", 1e-12, 1.0)),
@@ -145,8 +148,7 @@ def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
     ]
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
-    argv += _opt("--data-dir", ws.data_dir)
-    return argv
+    return argv  # the data (and its folder) come from the phase-1 run's config
 
 
 @dataclass

@@ -43,13 +43,14 @@ def training_curves(records: list[dict], title: str = "Training") -> go.Figure:
 
 
 def _iteration_accuracy(records: list[dict]) -> list[tuple[int, float]]:
+    """Phase 2 records: the starting model's evaluation is iteration 0 ("baseline"), each finished iteration
+    has one "iteration" record with its best validation accuracy (`val_acc`)."""
     points = {}
     for r in records:
-        if r.get("iteration") is None:
-            continue
-        acc = r.get("val_accuracy", r.get("accuracy") if r.get("kind") == "eval" else None)
-        if acc is not None:
-            points[int(r["iteration"])] = float(acc)
+        if r.get("kind") == "baseline" and r.get("accuracy") is not None:
+            points[0] = float(r["accuracy"])
+        elif r.get("kind") == "iteration" and r.get("val_acc") is not None:
+            points[int(r["iteration"])] = float(r["val_acc"])
     return sorted(points.items())
 
 
