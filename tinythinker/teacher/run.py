@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,26 +245,33 @@ def run_teacher(questions: list[Question], cfg: TeacherConfig, out: str | Path,
     bar = tqdm(total=len(questions), desc="teach", unit="q", disable=not cfg.progress)
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")
     pool = ThreadPoolExecutor(max_workers=cfg.workers)
+    todo = iter(questions)
+    inflight: dict[Future, Question] = {}
+
+    def submit_next() -> None:
+        q = next(todo, None)
+        if q is not None:
+            inflight[pool.submit(teach_question, q, cfg, prompts, client)] = q
+
     try:
-        futures = {pool.submit(teach_question, q, cfg, prompts, client): q for q in questions}
-        for fut in as_completed(futures):
-            q = futures[fut]
-            if fut.cancelled():
-                continue
-            r = fut.result()
-            results[q.id] = r
-            failures_in_a_row = failures_in_a_row + 1 if r.status == "failed" else 0
-            if failures_in_a_row >= cfg.max_consecutive_failures:
+        for _ in range(cfg.workers):
+            submit_next()
+        while inflight:
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                q = inflight.pop(fut)
+                r = results[q.id] = fut.result()
+                failures_in_a_row = failures_in_a_row + 1 if r.status == "failed" else 0
                 # The server is down or refusing us: stop asking rather than wait out every question's retries.
-                for f in futures:
-                    f.cancel()
-            bar.update(1)
-            bar.set_postfix(req=client.stats.requests, cached=client.stats.cache_hits,
-                            failed=sum(x.status == "failed" for x in results.values()))
-            metrics.write(json.dumps({"kind": "teach_progress", "done": len(results), "total": len(questions),
-                                      "requests": client.stats.requests, "time": round(time.time() - start, 2)})
-                          + "\n")
-            metrics.flush()
+                if failures_in_a_row < cfg.max_consecutive_failures:
+                    submit_next()
+                bar.update(1)
+                bar.set_postfix(req=client.stats.requests, cached=client.stats.cache_hits,
+                                failed=sum(x.status == "failed" for x in results.values()))
+                metrics.write(json.dumps({"kind": "teach_progress", "done": len(results), "total": len(questions),
+                                          "requests": client.stats.requests,
+                                          "time": round(time.time() - start, 2)}) + "\n")
+                metrics.flush()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
