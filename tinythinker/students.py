@@ -103,7 +103,7 @@ class Student:
             out.append(prefix + ids + suffix)
         return out
 
-    def _target_ids(self, targets: list[str]) -> list[list[int]]:
+    def target_ids(self, targets: list[str]) -> list[list[int]]:
         texts = [(" " + t) if self.kind == CAUSAL else t for t in targets]
         return [ids + [self.eos_id] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
@@ -120,7 +120,7 @@ class Student:
         max_source_length = max_source_length or self.max_source_length
         max_target_length = max_target_length or DEFAULT_MAX_TARGET
         sources = self._input_ids(inputs, max_source_length)
-        labels = self._target_ids(targets)
+        labels = self.target_ids(targets)
         for i, lab in enumerate(labels):
             if len(lab) > max_target_length:
                 raise ValueError(
@@ -166,12 +166,15 @@ class Student:
             kwargs["decoder_start_token_id"] = self.model.config.decoder_start_token_id
         return GenerationConfig(**kwargs)
 
+    def batch_inputs(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        """Padded model inputs: causal prompts padded on the left so that every row continues at the end."""
+        return self._batch(self._input_ids(list(inputs), self.max_source_length),
+                           "left" if self.kind == CAUSAL else "right")
+
     @torch.no_grad()
-    def generate_ids(self, inputs: list[str], gen: GenerationConfig, seed: int | None = None,
-                     prefix_allowed_tokens_fn=None) -> tuple[list[list[int]], int]:
-        """Token ids of the continuations (prompt removed, padding kept) and the prompt width."""
-        batch = self._batch(self._input_ids(inputs, self.max_source_length),
-                            "left" if self.kind == CAUSAL else "right")
+    def generate_ids(self, batch: dict[str, torch.Tensor], gen: GenerationConfig, seed: int | None = None,
+                     prefix_allowed_tokens_fn=None) -> list[list[int]]:
+        """Token ids of the continuations of a `batch_inputs` batch (prompt removed; EOS and padding kept)."""
         if seed is not None:
             torch.manual_seed(seed)
         was_training = self.model.training
@@ -181,8 +184,8 @@ class Student:
                                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
         finally:
             self.model.train(was_training)
-        width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop decoder start
-        return out[:, width:].tolist(), batch["input_ids"].shape[1]
+        width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop the decoder start
+        return out[:, width:].tolist()
 
     def decode(self, ids: list[int]) -> str:
         if self.eos_id in ids:
@@ -197,8 +200,52 @@ class Student:
             return []
         gen = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                                      top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences)
-        ids, _ = self.generate_ids(list(inputs), gen, seed=seed)
-        return [self.decode(x) for x in ids]
+        return [self.decode(x) for x in self.generate_ids(self.batch_inputs(inputs), gen, seed=seed)]
+
+    def generate_choice(self, inputs: list[str], choices: list[list[str]], *, do_sample: bool = False,
+                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                        seed: int | None = None) -> list[int]:
+        """For each input, the index of the one of its `choices` the model writes when it may write nothing else.
+
+        Decoding is constrained to a prefix tree of the choices' tokens (`prefix_allowed_tokens_fn`), greedy or
+        sampled like free generation, in one batched generate call: the model decides at the first token where
+        the choices differ, exactly where it would have decided unconstrained.
+        """
+        if len(inputs) != len(choices):
+            raise ValueError(f"generate_choice: {len(inputs)} inputs but {len(choices)} choice lists")
+        if not inputs:
+            return []
+        trees, seqs = [], []
+        for options in choices:
+            if not options:
+                raise ValueError("generate_choice: an input has no choices")
+            ids = self.target_ids(options)
+            tree: dict = {}
+            for seq in ids:
+                node = tree
+                for t in seq:
+                    node = node.setdefault(t, {})
+            trees.append(tree)
+            seqs.append(ids)
+        batch = self.batch_inputs(inputs)
+        start = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1
+
+        def allowed(row: int, sent: torch.Tensor) -> list[int]:
+            node = trees[row]
+            for t in sent[start:].tolist():
+                node = node.get(t)
+                if not node:  # the choice is complete (EOS written): nothing but EOS may follow
+                    return [self.eos_id]
+            return list(node)
+
+        gen = self.generation_config(max_new_tokens=max(len(x) for ids in seqs for x in ids),
+                                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+        out = self.generate_ids(batch, gen, seed=seed, prefix_allowed_tokens_fn=allowed)
+        picks = []
+        for row, ids in enumerate(out):
+            written = ids[:ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
+            picks.append(seqs[row].index(written))
+        return picks
 
     # -- scoring ---------------------------------------------------------------------------------------
     def sequence_logprobs(self, prompts: list[str], completions: list[str], max_source_length: int | None = None,

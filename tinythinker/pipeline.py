@@ -1,0 +1,318 @@
+"""Staged inference: Recall -> Analyze (every option) -> Summarize, batched, returning `Trace`s.
+
+Batching: questions are sorted by length and cut into batches of `batch_size`; each stage is ONE generate call per
+batch: Recall for the batch's questions, Analyze for every option of every question of the batch, Summarize for
+the batch. Greedy results do not depend on the batching (padding is masked), which `bench/pipeline_speed.py` and
+the tests check against a one-question-one-option-per-call run.
+
+Sampling: per stage (`StageSampling`), seeded. Each generate call seeds torch from `Sampling.seed`, the batch
+index and the stage, so a run is reproducible given the same questions, batch size and seed.
+
+restrict_answer: the Summarize stage may then write only one of the question's valid answer texts, in either
+format `stages.summarize_target` renders (the paper's `So the answer is option X.` or the variant with the
+option's words). We chose constrained decoding (`Student.generate_choice`: a prefix tree of the valid answers'
+tokens) over scoring each full answer by its log-likelihood because it needs no second pass, stays one batched
+generate call, samples like free decoding, and leaves the model to pick the answer format it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tinythinker import stages
+from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, stages_of
+from tinythinker.students import Student
+from tinythinker.types import Question, Trace
+
+# Token budgets per stage: ECQA recalls run to ~100 tokens, one option's explanation to ~40, and the answer
+# (with the option's words) to ~25. A trained student stops at EOS well before these.
+RECALL_TOKENS, ANALYZE_TOKENS, SUMMARIZE_TOKENS = 128, 64, 32
+
+
+@dataclass
+class StageSampling:
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.max_new_tokens < 1:
+            raise ValueError(f"top_k must be >= 0 and max_new_tokens >= 1, got {self.top_k}, {self.max_new_tokens}")
+
+
+@dataclass
+class Sampling:
+    recall: StageSampling = field(default_factory=lambda: StageSampling(max_new_tokens=RECALL_TOKENS))
+    analyze: StageSampling = field(default_factory=lambda: StageSampling(max_new_tokens=ANALYZE_TOKENS))
+    summarize: StageSampling = field(default_factory=lambda: StageSampling(max_new_tokens=SUMMARIZE_TOKENS))
+    seed: int = 0
+
+    def stage(self, name: str) -> StageSampling:
+        return getattr(self, name)
+
+    @property
+    def is_greedy(self) -> bool:
+        return not any(self.stage(s).do_sample for s in stages.STAGES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sampling:
+        default = cls()
+        kw: dict[str, Any] = {s: StageSampling(**d[s]) if s in d else default.stage(s) for s in stages.STAGES}
+        return cls(**kw, seed=int(d.get("seed", 0)))
+
+    @classmethod
+    def sampled(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                sample_stages: tuple[str, ...] = (RECALL, ANALYZE)) -> Sampling:
+        """Sample the given stages, greedy elsewhere. The default samples Recall and Analyze and keeps
+        Summarize greedy, as the paper's generate.py does when it samples for self-consistency and DPO."""
+        base = cls(seed=seed)
+        for s in sample_stages:
+            if s not in stages.STAGES:
+                raise ValueError(f"unknown stage {s!r}; choose from {', '.join(stages.STAGES)}")
+            setattr(base, s, replace(base.stage(s), do_sample=True, temperature=temperature, top_k=top_k,
+                                     top_p=top_p))
+        return base
+
+
+GREEDY = Sampling()
+_STAGE_INDEX = {RECALL: 0, ANALYZE: 1, SUMMARIZE: 2}
+
+
+@dataclass
+class _Item:
+    """One (question, sample) on its way through the stages."""
+
+    question: Question
+    sample_index: int = 0
+    recall: str | None = None
+    analyses: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _seed(sampling: Sampling, batch_index: int, stage: str) -> int:
+    return sampling.seed * 1_000_003 + batch_index * 3 + _STAGE_INDEX[stage]
+
+
+def _generate(student: Student, inputs: list[str], sc: StageSampling, seed: int) -> list[str]:
+    return student.generate(inputs, max_new_tokens=sc.max_new_tokens, do_sample=sc.do_sample,
+                            temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+
+
+def _recall(student, items, stage_type, sc, seed, restrict_answer):
+    for item, text in zip(items, _generate(student, [stages.recall_input(i.question) for i in items], sc, seed),
+                          strict=True):
+        item.recall = text
+
+
+def _analyze(student, items, stage_type, sc, seed, restrict_answer):
+    inputs, slots = [], []
+    for item in items:
+        for label in item.question.labels:
+            inputs.append(stages.analyze_input(item.question, item.recall, label, stage_type))
+            slots.append((item, label))
+    outputs = _generate(student, inputs, sc, seed)
+    for item in items:
+        item.analyses = {}
+    for (item, label), text in zip(slots, outputs, strict=True):
+        item.analyses[label] = text
+
+
+def _answer_choices(q: Question) -> list[str]:
+    return ([stages.summarize_target(lab) for lab in q.labels]
+            + [stages.summarize_target(lab, q.option_text(lab)) for lab in q.labels])
+
+
+def _summarize(student, items, stage_type, sc, seed, restrict_answer):
+    inputs = [stages.summarize_input(i.question, i.recall, i.analyses, stage_type) for i in items]
+    if restrict_answer:
+        choices = [_answer_choices(i.question) for i in items]
+        picks = student.generate_choice(inputs, choices, do_sample=sc.do_sample, temperature=sc.temperature,
+                                        top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+        outputs = [c[p] for c, p in zip(choices, picks, strict=True)]
+    else:
+        outputs = _generate(student, inputs, sc, seed)
+    for item, text in zip(items, outputs, strict=True):
+        item.summary = text
+
+
+_STAGE_FUNCS = {RECALL: _recall, ANALYZE: _analyze, SUMMARIZE: _summarize}
+
+
+def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, restrict_answer: bool,
+                batch_index: int = 0, from_stage: str | None = None) -> None:
+    todo = stages_of(stage_type)
+    if from_stage is not None:
+        todo = todo[todo.index(from_stage):]
+    for stage in todo:
+        start = time.perf_counter()
+        _STAGE_FUNCS[stage](student, items, stage_type, sampling.stage(stage), _seed(sampling, batch_index, stage),
+                            restrict_answer)
+        # The batch's stage time shared out evenly: what one question cost in this run.
+        per_item = (time.perf_counter() - start) / len(items)
+        for item in items:
+            item.timings[stage] = per_item
+
+
+def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, restrict_answer: bool,
+           num_samples: int) -> Trace:
+    q = item.question
+    predicted = stages.parse_answer(item.summary, q.labels)
+    return Trace(
+        question=q,
+        recall=item.recall,
+        analyses=dict(item.analyses),
+        summary=item.summary,
+        predicted=predicted,
+        correct=None if q.answer is None else predicted == q.answer,
+        stage_timings=dict(item.timings),
+        sampling={**sampling.to_dict(), "sample_index": item.sample_index, "num_samples": num_samples,
+                  "restrict_answer": restrict_answer},
+        stage_type=stage_type,
+        model=student.name,
+    )
+
+
+def run_pipeline(student: Student, questions: list[Question], stage_type: str = stages.DEFAULT_STAGE_TYPE,
+                 sampling: Sampling = GREEDY, batch_size: int = 16, num_samples: int = 1,
+                 restrict_answer: bool = False,
+                 on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
+    """Traces for every question (x num_samples, in question order then sample order).
+
+    `on_progress(done, total)` is called after each batch with counts of (question, sample) items.
+    """
+    stages_of(stage_type)
+    if batch_size < 1 or num_samples < 1:
+        raise ValueError(f"batch_size and num_samples must be >= 1, got {batch_size}, {num_samples}")
+    items = [_Item(q, s) for q in questions for s in range(num_samples)]
+    # Similar lengths in one batch waste less compute on padding; longest first so memory peaks at once.
+    order = sorted(range(len(items)), key=lambda i: -len(stages.recall_input(items[i].question)))
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        batch = [items[i] for i in order[start:start + batch_size]]
+        _run_stages(student, batch, stage_type, sampling, restrict_answer, batch_index=b)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(items)), len(items))
+    return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
+
+
+# -- the step API (one question, one stage at a time; the app's editor) -------------------------------------
+
+def run_stage(student: Student, question: Question, stage: str, recall: str | None = None,
+              analyses: dict[str, str] | None = None, stage_type: str = stages.DEFAULT_STAGE_TYPE,
+              sampling: Sampling = GREEDY, restrict_answer: bool = False) -> str | dict[str, str]:
+    """Run one stage from the given (possibly edited) earlier stages: recall -> str, analyze -> {label: text},
+    summarize -> str."""
+    if stage not in stages_of(stage_type):
+        raise ValueError(f"stage type {stage_type!r} has no {stage!r} stage")
+    item = _Item(question, recall=recall, analyses=dict(analyses or {}))
+    _STAGE_FUNCS[stage](student, [item], stage_type, sampling.stage(stage), _seed(sampling, 0, stage),
+                        restrict_answer)
+    return {RECALL: item.recall, ANALYZE: item.analyses, SUMMARIZE: item.summary}[stage]
+
+
+def complete_trace(student: Student, question: Question, stage_type: str = stages.DEFAULT_STAGE_TYPE,
+                   recall: str | None = None, analyses: dict[str, str] | None = None,
+                   from_stage: str | None = None, sampling: Sampling = GREEDY,
+                   restrict_answer: bool = False) -> Trace:
+    """A Trace that keeps the given earlier stages and generates `from_stage` and every stage after it.
+
+    After a user edits the recall, call with `recall=edited, from_stage="analyze"`; after editing an analysis,
+    `analyses=edited, from_stage="summarize"`. `from_stage=None` runs every stage of the stage type.
+    """
+    order = stages_of(stage_type)
+    from_stage = from_stage or order[0]
+    if from_stage not in order:
+        raise ValueError(f"stage type {stage_type!r} has no {from_stage!r} stage to start from")
+    kept = order[:order.index(from_stage)]
+    if RECALL in kept and recall is None:
+        raise ValueError(f"starting at {from_stage!r} keeps the recall stage: pass recall=")
+    if ANALYZE in kept:
+        missing = [lab for lab in question.labels if lab not in (analyses or {})]
+        if missing:
+            raise ValueError(f"starting at {from_stage!r} keeps the analyses: options {missing} have none")
+    item = _Item(question, recall=recall if RECALL in kept else None,
+                 analyses=dict(analyses or {}) if ANALYZE in kept else {})
+    _run_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage)
+    return _trace(student, item, stage_type, sampling, restrict_answer, 1)
+
+
+# -- results ------------------------------------------------------------------------------------------------
+
+def self_consistency(traces: list[Trace]) -> dict[str, str | None]:
+    """Majority letter per question id over its samples.
+
+    Unlike the paper's script, invalid answers (None) cast no vote: an unreadable answer is not evidence for any
+    option. Ties go to the letter reached first in sample order; a question with no valid answer maps to None.
+    """
+    votes: dict[str, Counter] = {}
+    for t in traces:
+        c = votes.setdefault(t.question.id, Counter())
+        if t.predicted is not None:
+            c[t.predicted] += 1
+    return {qid: (c.most_common(1)[0][0] if c else None) for qid, c in votes.items()}
+
+
+def accuracy(traces: list[Trace]) -> dict[str, Any]:
+    """`accuracy` over traces with a known answer, `invalid_rate` over all traces, `n` traces; with several
+    samples per question also `questions` and `self_consistency_accuracy`."""
+    labelled = [t for t in traces if t.question.answer is not None]
+    out: dict[str, Any] = {
+        "accuracy": sum(bool(t.correct) for t in labelled) / len(labelled) if labelled else 0.0,
+        "invalid_rate": sum(t.predicted is None for t in traces) / len(traces) if traces else 0.0,
+        "n": len(traces),
+    }
+    answers = {t.question.id: t.question.answer for t in labelled}
+    if len(answers) < len(labelled):
+        votes = self_consistency(labelled)
+        out["questions"] = len(answers)
+        out["self_consistency_accuracy"] = sum(votes[q] == a for q, a in answers.items()) / len(answers)
+    return out
+
+
+def write_traces(path: str | Path, traces: list[Trace]) -> Path:
+    """One JSON Trace per line, written to a temporary file first so that a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for t in traces:
+                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_traces(path: str | Path) -> list[Trace]:
+    path = Path(path)
+    traces = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                traces.append(Trace.from_dict(json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{path}, line {n}: not a trace (missing or malformed field {e})") from None
+    return traces
