@@ -31,7 +31,7 @@ def phase1_run(tmp_path, stage_type="recall_analyze_summarize", kind="seq2seq"):
 
 def fake_recall_sampler(all_right=False):
     """Sampled traces with known outcomes: per question, even samples right, odd ones wrong."""
-    def sample(student, questions, config, stage_type, restrict, on_progress=None):
+    def sample(student, questions, config, stage_type, restrict, on_progress=None, seed=0):
         out = []
         for q in questions:
             for s in range(config.samples):
@@ -45,7 +45,7 @@ def fake_recall_sampler(all_right=False):
     return sample
 
 
-def fake_analyze_sampler(student, contexts, config, stage_type, restrict, on_progress=None):
+def fake_analyze_sampler(student, contexts, config, stage_type, restrict, on_progress=None, seed=0):
     out = []
     for c in contexts:
         for s in range(config.samples):
@@ -58,15 +58,32 @@ def fake_analyze_sampler(student, contexts, config, stage_type, restrict, on_pro
     return out
 
 
+class FakeEval:
+    """Validation stand-in (the staged pipeline itself is tested in test_pipeline / test_phase1): counts the
+    evaluations and scores the student by how much its weights moved, so later checkpoints score higher."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, questions, stage_type, batch_size, restrict):
+        def evaluate(student):
+            self.calls += 1
+            return {"accuracy": min(1.0, 0.1 * self.calls), "invalid_rate": 0.0, "n": len(questions)}
+        return evaluate
+
+
 @pytest.fixture
 def fakes(monkeypatch):
     monkeypatch.setattr(phase2, "sample_recalls", fake_recall_sampler())
     monkeypatch.setattr(phase2, "sample_analyses", fake_analyze_sampler)
+    fake = FakeEval()
+    monkeypatch.setattr(phase2, "evaluator", fake)
+    return fake
 
 
 def make_config(tmp_path, p1, **kw):
     base = dict(from_run=str(p1), run=str(tmp_path / "p2"), iterations=2, samples=4, limit=3, eval_limit=3,
-                batch_size=4, cycles=1, lr=1e-3, db=str(tmp_path / "store.db"), sample_batch_size=8,
+                batch_size=8, cycles=1, lr=1e-3, db=str(tmp_path / "store.db"), sample_batch_size=8,
                 eval_batch_size=8)
     base.update(kw)
     return ReflectConfig(**base)
@@ -181,6 +198,9 @@ def test_reflect_two_iterations_records_everything(tmp_path, fakes):
     pair_iters = dict(store_rows(db, "SELECT iteration, COUNT(*) FROM pairs GROUP BY iteration"))
     assert pair_iters[1] == its[0]["pairs_total"] and pair_iters[2] == its[1]["pairs_total"]
 
+    assert fakes.calls == 3  # the starting model, then one schedule cycle per iteration
+    assert result.baseline_val_acc == pytest.approx(0.1) and [r["val_acc"] for r in its] == pytest.approx([0.2, 0.3])
+    assert result.best_iteration == 2
     assert any(e.get("kind") == "iteration" for e in events)
     assert any(e.get("phase") == "train" for e in events)
 
@@ -226,3 +246,27 @@ def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch):
     assert it["curated_pairs"] == 1 and it["auto_pairs"] == 0 and it["pairs"]["recall"] == 1
     pairs = [json.loads(line) for line in (tmp_path / "p2" / "iter_1" / "pairs.jsonl").read_text().splitlines()]
     assert pairs[0]["source"] == "curated" and pairs[0]["chosen"] == "the house has water"
+
+
+@pytest.mark.slow
+def test_samplers_on_a_tiny_student():
+    from tinythinker.pairs import AnalyzeContext
+    from tinythinker.tiny import tiny_student
+
+    student = tiny_student("seq2seq", seed=0)
+    config = ReflectConfig(from_run="x", samples=3, sample_batch_size=8)
+    qs = [question(0), question(1)]
+    seen = []
+    traces = phase2.sample_recalls(student, qs, config, stages.DEFAULT_STAGE_TYPE, False,
+                                   lambda d, t: seen.append((d, t)), seed=1)
+    assert len(traces) == 6 and seen[-1] == (6, 6)
+    assert [t.question.id for t in traces] == ["q0"] * 3 + ["q1"] * 3
+    assert all(t.sampling["recall"]["do_sample"] and t.sampling["recall"]["temperature"] == 0.7
+               and t.sampling["recall"]["top_k"] == 0 and not t.sampling["analyze"]["do_sample"] for t in traces)
+    ctx = [AnalyzeContext(qs[0], "the water is cold"), AnalyzeContext(qs[1], "a tree")]
+    traces = phase2.sample_analyses(student, ctx, config, stages.DEFAULT_STAGE_TYPE, False, seed=1)
+    assert len(traces) == 6
+    assert [t.recall for t in traces] == ["the water is cold"] * 3 + ["a tree"] * 3
+    assert all(set(t.analyses) == {"A", "B", "C"} for t in traces)
+    assert all(t.sampling["analyze"]["do_sample"] and not t.sampling["summarize"]["do_sample"] for t in traces)
+    assert [t.sampling["sample_index"] for t in traces] == [0, 1, 2, 0, 1, 2]

@@ -145,35 +145,36 @@ def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
 
 # -- sampling ------------------------------------------------------------------------------------------------
 
-def _sampled(temperature: float):
-    from tinythinker.pipeline import StageSampling
-
-    # utils/config.py (generation_file == "dpo"): do_sample, temperature 0.7, top_k 0 (off).
-    return StageSampling(do_sample=True, temperature=temperature, top_k=0)
-
-
 def sample_recalls(student, questions: list[Question], config: ReflectConfig, stage_type: str,
-                   restrict_answer: bool, on_progress: Progress = None) -> list[Trace]:
-    """`samples` traces per question: the recall sampled, analyze and summarize greedy."""
+                   restrict_answer: bool, on_progress=None, seed: int = 0) -> list[Trace]:
+    """`samples` traces per question: the recall sampled (utils/config.py for DPO data: temperature 0.7,
+    top_k 0 = off), analyze and summarize greedy."""
     from tinythinker.pipeline import Sampling, run_pipeline
 
-    return run_pipeline(student, questions, stage_type=stage_type, sampling=Sampling(recall=_sampled(config.temperature)),
+    sampling = Sampling.sampled(temperature=config.temperature, top_k=0, seed=seed, sample_stages=(stages.RECALL,))
+    return run_pipeline(student, questions, stage_type=stage_type, sampling=sampling,
                         batch_size=config.sample_batch_size, num_samples=config.samples,
                         restrict_answer=restrict_answer, on_progress=on_progress)
 
 
 def sample_analyses(student, contexts: list[AnalyzeContext], config: ReflectConfig, stage_type: str,
-                    restrict_answer: bool, on_progress: Progress = None) -> list[Trace]:
-    """`samples` traces per chosen recall: the recall fixed, the analyses sampled, summarize greedy."""
-    from tinythinker.pipeline import Sampling, run_pipeline
+                    restrict_answer: bool, on_progress=None, seed: int = 0) -> list[Trace]:
+    """`samples` traces per chosen recall: the recall kept, the analyses sampled with the recall's settings
+    (generate.py swaps the two configs for the analyze data), summarize greedy."""
+    # The pipeline's own stage runner from the Analyze stage on, as `complete_trace` uses it, but batched:
+    # the public API re-runs one question at a time, ten times slower here on CPU.
+    from tinythinker.pipeline import Sampling, _Item, _run_stages, _trace
 
-    # The paper feeds the chosen recall in as the Analyze stage's input (generate_dpo_recall_data);
-    # the pipeline does the same when the recall is given.
-    return run_pipeline(student, [c.question for c in contexts], stage_type=stage_type,
-                        sampling=Sampling(analyze=_sampled(config.temperature)),
-                        batch_size=config.sample_batch_size, num_samples=config.samples,
-                        restrict_answer=restrict_answer, recalls=[c.recall for c in contexts],
-                        on_progress=on_progress)
+    sampling = Sampling.sampled(temperature=config.temperature, top_k=0, seed=seed,
+                                sample_stages=(stages.ANALYZE,))
+    items = [_Item(c.question, sample_index=s, recall=c.recall) for c in contexts for s in range(config.samples)]
+    bs = config.sample_batch_size
+    for b, start in enumerate(range(0, len(items), bs)):
+        _run_stages(student, items[start:start + bs], stage_type, sampling, restrict_answer, batch_index=b,
+                    from_stage=stages.ANALYZE)
+        if on_progress is not None:
+            on_progress(min(start + bs, len(items)), len(items))
+    return [_trace(student, item, stage_type, sampling, restrict_answer, config.samples) for item in items]
 
 
 # -- pairs -----------------------------------------------------------------------------------------------
@@ -457,10 +458,9 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
         auto: list[Pair] = []
         stats: dict[str, Any] = {}
         if config.pairs in ("auto", "both"):
-            torch.manual_seed(config.seed * 1000 + k)
             progress({"kind": "phase", "phase": "sample_recall", "iteration": k, "questions": len(questions)})
             recall_traces = sample_recalls(student, questions, config, stage_type, restrict,
-                                           _sub(progress, "sample_recall", k))
+                                           _sub(progress, "sample_recall", k), seed=config.seed * 1000 + k)
             for t in recall_traces:
                 t.sampling = {**t.sampling, "reflect": "recall"}
             traces += recall_traces
@@ -471,7 +471,7 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
             if stages.ANALYZE in dpo_stages and contexts:
                 progress({"kind": "phase", "phase": "sample_analyze", "iteration": k, "recalls": len(contexts)})
                 analyze_traces = sample_analyses(student, contexts, config, stage_type, restrict,
-                                                 _sub(progress, "sample_analyze", k))
+                                                 _sub(progress, "sample_analyze", k), seed=config.seed * 1000 + k)
                 for t in analyze_traces:
                     t.sampling = {**t.sampling, "reflect": "analyze"}
                 traces += analyze_traces
@@ -516,8 +516,9 @@ def _store_pair(p: Pair, model_name: str) -> dict[str, Any]:
 
 
 def _sub(progress, phase: str, k: int):
-    def f(event: dict[str, Any]) -> None:
-        progress({**event, "phase": phase, "iteration": k})
+    # run_pipeline reports (done, total) counts of (question, sample) items.
+    def f(done: int, total: int) -> None:
+        progress({"kind": "sampling", "phase": phase, "iteration": k, "done": done, "total": total})
     return f
 
 
