@@ -1,0 +1,134 @@
+"""The store's schema, created and migrated by code (sqlite-utils `Migrations`).
+
+Each migration is a function that runs once, in the transaction that records it; `SCHEMA_VERSION` is the number of
+migrations and is mirrored in `PRAGMA user_version` so that any SQLite tool can read it. A database written by a
+newer version of this code (a migration name this code does not know) is refused rather than guessed at.
+
+Tables:
+    questions  one row a question (id from the benchmark), options as JSON
+    models     one row a model name (a run folder, a checkpoint, a hub id)
+    imports    one row an import: its source file, content hash, model, iteration, trace count
+    traces     one row a pipeline run on a question: every stage's text, sampling, prediction, timings
+    labels     one row a label; append-only: a later label adds a row, it never updates one
+    undos      one row an undone label (points at it); undo appends here, history stays whole
+    skips      one row a trace an annotator skipped
+    pairs      stored preference pairs (phase 2's automatic ones, or imported ones) with provenance
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("tinythinker.store")
+_NAMES: list[str] = []
+
+
+def _migration(name: str):
+    _NAMES.append(name)
+    return MIGRATIONS(name=name)
+
+
+def _strict(db: sqlite_utils.Database) -> bool:
+    # STRICT tables make SQLite itself reject a value of the wrong type, a second line behind our validation.
+    return db.supports_strict
+
+
+@_migration("0001_initial")
+def _initial(db: sqlite_utils.Database) -> None:
+    strict = _strict(db)
+    db["questions"].create(
+        {"id": str, "stem": str, "options": str, "answer": str, "source": str, "meta": str},
+        pk="id", not_null=["stem", "options"], strict=strict,
+    )
+    db["models"].create(
+        {"id": int, "name": str, "created_at": str},
+        pk="id", not_null=["name", "created_at"], strict=strict,
+    )
+    db["models"].create_index(["name"], unique=True)
+    db["imports"].create(
+        {"id": int, "source": str, "sha256": str, "model_id": int, "iteration": int, "n_traces": int,
+         "created_at": str},
+        pk="id", foreign_keys=[("model_id", "models", "id")], not_null=["created_at"], strict=strict,
+    )
+    db["imports"].create_index(["sha256", "model_id", "iteration"])
+    db["traces"].create(
+        {
+            "id": int, "question_id": str, "model_id": int, "iteration": int, "import_id": int,
+            "stage_type": str, "recall": str, "analyses": str, "summary": str, "predicted": str,
+            "correct": int, "stage_timings": str, "sampling": str, "sample_index": int, "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("question_id", "questions", "id"), ("model_id", "models", "id"),
+                      ("import_id", "imports", "id")],
+        not_null=["question_id", "model_id", "iteration", "stage_type", "analyses", "summary", "created_at"],
+        strict=strict,
+    )
+    # The queue serves the lowest id first: with these two, a model (and iteration) filter walks its traces in
+    # id order and reads correctness from the index, so `next` stops at the first unlabelled match, no sort.
+    db["traces"].create_index(["model_id", "iteration", "id", "correct"])
+    db["traces"].create_index(["model_id", "id", "correct"])
+    # Disagreement between two models groups their traces by question.
+    db["traces"].create_index(["model_id", "iteration", "question_id", "predicted"])
+    db["traces"].create_index(["question_id"])
+    db["labels"].create(
+        {"id": int, "trace_id": int, "stage": str, "option": str, "verdict": str, "text": str, "note": str,
+         "annotator": str, "created_at": str},
+        pk="id", foreign_keys=[("trace_id", "traces", "id")],
+        not_null=["trace_id", "stage", "verdict", "annotator", "created_at"], strict=strict,
+    )
+    db["labels"].create_index(["trace_id", "annotator"])
+    db["labels"].create_index(["annotator", "id"])
+    db["undos"].create(
+        {"id": int, "label_id": int, "annotator": str, "created_at": str},
+        pk="id", foreign_keys=[("label_id", "labels", "id")],
+        not_null=["label_id", "annotator", "created_at"], strict=strict,
+    )
+    db["undos"].create_index(["label_id"], unique=True)
+    db["skips"].create(
+        {"id": int, "trace_id": int, "annotator": str, "created_at": str},
+        pk="id", foreign_keys=[("trace_id", "traces", "id")],
+        not_null=["trace_id", "annotator", "created_at"], strict=strict,
+    )
+    db["skips"].create_index(["trace_id", "annotator"])
+    db["pairs"].create(
+        {"id": int, "key": str, "prompt": str, "chosen": str, "rejected": str, "stage": str,
+         "question_id": str, "iteration": int, "source": str, "provenance": str, "created_at": str},
+        pk="id", not_null=["key", "prompt", "chosen", "rejected", "stage", "source", "provenance", "created_at"],
+        strict=strict,
+    )
+    # The key hashes (source, iteration, stage, prompt, chosen, rejected): storing the same pair twice is a no-op.
+    db["pairs"].create_index(["key"], unique=True)
+    db["pairs"].create_index(["source", "iteration"])
+    # Labels that still count: not undone. Every reader of labels goes through this view.
+    db.create_view(
+        "current_labels",
+        "SELECT l.* FROM labels l WHERE NOT EXISTS (SELECT 1 FROM undos u WHERE u.label_id = l.id)",
+    )
+
+
+SCHEMA_VERSION = len(_NAMES)
+KNOWN = set(_NAMES)
+
+
+def migrate(db: sqlite_utils.Database, path: str) -> int:
+    """Bring `db` to SCHEMA_VERSION; returns the version. Safe when several processes open a new file at once."""
+    applied = {m.name for m in MIGRATIONS.applied(db)}
+    unknown = applied - KNOWN
+    if unknown:
+        raise RuntimeError(
+            f"database {path} has schema migrations this code does not know ({', '.join(sorted(unknown))}); "
+            f"it was written by a newer tinythinker (this one reads schema version {SCHEMA_VERSION})"
+        )
+    if MIGRATIONS.pending(db):
+        # BEGIN IMMEDIATE takes the write lock first, so two processes creating the same new file do not both
+        # run the migrations: the second waits (busy timeout), then finds nothing pending.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS.apply(db)
+            db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+    return SCHEMA_VERSION
