@@ -190,6 +190,19 @@ def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, r
     )
 
 
+def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, batch_size: int,
+                 restrict_answer: bool, from_stage: str | None, on_progress) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    # Similar lengths in one batch waste less compute on padding; longest first so memory peaks at once.
+    order = sorted(range(len(items)), key=lambda i: -len(stages.recall_input(items[i].question)))
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        batch = [items[i] for i in order[start:start + batch_size]]
+        _run_stages(student, batch, stage_type, sampling, restrict_answer, batch_index=b, from_stage=from_stage)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(items)), len(items))
+
+
 def run_pipeline(student: Student, questions: list[Question], stage_type: str = stages.DEFAULT_STAGE_TYPE,
                  sampling: Sampling = GREEDY, batch_size: int = 16, num_samples: int = 1,
                  restrict_answer: bool = False,
@@ -199,16 +212,23 @@ def run_pipeline(student: Student, questions: list[Question], stage_type: str = 
     `on_progress(done, total)` is called after each batch with counts of (question, sample) items.
     """
     stages_of(stage_type)
-    if batch_size < 1 or num_samples < 1:
-        raise ValueError(f"batch_size and num_samples must be >= 1, got {batch_size}, {num_samples}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     items = [_Item(q, s) for q in questions for s in range(num_samples)]
-    # Similar lengths in one batch waste less compute on padding; longest first so memory peaks at once.
-    order = sorted(range(len(items)), key=lambda i: -len(stages.recall_input(items[i].question)))
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        batch = [items[i] for i in order[start:start + batch_size]]
-        _run_stages(student, batch, stage_type, sampling, restrict_answer, batch_index=b)
-        if on_progress is not None:
-            on_progress(min(start + batch_size, len(items)), len(items))
+    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, None, on_progress)
+    return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
+
+
+def complete_traces(student: Student, traces: list[Trace], from_stage: str,
+                    stage_type: str = stages.DEFAULT_STAGE_TYPE, sampling: Sampling = GREEDY, batch_size: int = 16,
+                    num_samples: int = 1, restrict_answer: bool = False,
+                    on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
+    """`complete_trace` for many traces, batched like `run_pipeline`: each trace keeps its stages before
+    `from_stage` (its `recall` / `analyses`) and gets `from_stage` and what follows generated, `num_samples`
+    times (e.g. phase 2 sampling analyses for a chosen recall)."""
+    items = [_kept_item(t.question, t.recall, t.analyses, stage_type, from_stage, s)
+             for t in traces for s in range(num_samples)]
+    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, from_stage, on_progress)
     return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
 
 
@@ -227,6 +247,23 @@ def run_stage(student: Student, question: Question, stage: str, recall: str | No
     return {RECALL: item.recall, ANALYZE: item.analyses, SUMMARIZE: item.summary}[stage]
 
 
+def _kept_item(question: Question, recall: str | None, analyses: dict[str, str] | None, stage_type: str,
+               from_stage: str, sample_index: int = 0) -> _Item:
+    order = stages_of(stage_type)
+    if from_stage not in order:
+        raise ValueError(f"stage type {stage_type!r} has no {from_stage!r} stage to start from")
+    kept = order[:order.index(from_stage)]
+    if RECALL in kept and recall is None:
+        raise ValueError(f"question {question.id!r}: starting at {from_stage!r} keeps the recall: it has none")
+    if ANALYZE in kept:
+        missing = [lab for lab in question.labels if lab not in (analyses or {})]
+        if missing:
+            raise ValueError(f"question {question.id!r}: starting at {from_stage!r} keeps the analyses: "
+                             f"options {missing} have none")
+    return _Item(question, sample_index, recall=recall if RECALL in kept else None,
+                 analyses=dict(analyses or {}) if ANALYZE in kept else {})
+
+
 def complete_trace(student: Student, question: Question, stage_type: str = stages.DEFAULT_STAGE_TYPE,
                    recall: str | None = None, analyses: dict[str, str] | None = None,
                    from_stage: str | None = None, sampling: Sampling = GREEDY,
@@ -236,19 +273,8 @@ def complete_trace(student: Student, question: Question, stage_type: str = stage
     After a user edits the recall, call with `recall=edited, from_stage="analyze"`; after editing an analysis,
     `analyses=edited, from_stage="summarize"`. `from_stage=None` runs every stage of the stage type.
     """
-    order = stages_of(stage_type)
-    from_stage = from_stage or order[0]
-    if from_stage not in order:
-        raise ValueError(f"stage type {stage_type!r} has no {from_stage!r} stage to start from")
-    kept = order[:order.index(from_stage)]
-    if RECALL in kept and recall is None:
-        raise ValueError(f"starting at {from_stage!r} keeps the recall stage: pass recall=")
-    if ANALYZE in kept:
-        missing = [lab for lab in question.labels if lab not in (analyses or {})]
-        if missing:
-            raise ValueError(f"starting at {from_stage!r} keeps the analyses: options {missing} have none")
-    item = _Item(question, recall=recall if RECALL in kept else None,
-                 analyses=dict(analyses or {}) if ANALYZE in kept else {})
+    from_stage = from_stage or stages_of(stage_type)[0]
+    item = _kept_item(question, recall, analyses, stage_type, from_stage)
     _run_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage)
     return _trace(student, item, stage_type, sampling, restrict_answer, 1)
 

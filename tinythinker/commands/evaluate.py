@@ -1,0 +1,133 @@
+"""`python -m tinythinker evaluate`: run the staged pipeline on a split, print accuracy, write every trace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tinythinker import stages
+from tinythinker.data import BENCHMARKS, ENV_DATA_DIR, SPLITS, USER_FORMATS, load_questions
+
+DEFAULT_OUT_DIR = Path("runs") / "evaluate"
+
+
+def register(subparsers) -> None:
+    from tinythinker.pipeline import ANALYZE_TOKENS, RECALL_TOKENS, SUMMARIZE_TOKENS
+
+    p = subparsers.add_parser(
+        "evaluate", help="run the staged pipeline on a split: accuracy, invalid answers, speed, traces JSONL",
+        description="Loads a student and a split, runs Recall -> Analyze -> Summarize (batched; greedy unless a "
+                    "sampling flag is given), prints accuracy, the invalid-answer rate and questions/second, and "
+                    "writes every trace to a JSONL file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--student", default="minilm-bert2bert",
+                   help="minilm-bert2bert, smollm2-135m, a student or run folder, or a hub id")
+    p.add_argument("--data", default="csqa", choices=BENCHMARKS + USER_FORMATS)
+    p.add_argument("--split", default="validation", choices=SPLITS)
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
+    p.add_argument("--data-dir", default=None, help=f"local data folder (default: ${ENV_DATA_DIR})")
+    p.add_argument("--path", default=None, help="with --data jsonl / paper: your file or folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of sampling")
+    p.add_argument("--stage-type", default=stages.DEFAULT_STAGE_TYPE, choices=list(stages.STAGE_TYPES))
+    p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    p.add_argument("--out", default=None,
+                   help=f"traces JSONL (default: {DEFAULT_OUT_DIR}/<student>-<data>-<split>-<time>.jsonl)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g = p.add_argument_group("sampling (any of these turns sampling on for --sample-stages)")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
+    g.add_argument("--top-k", type=int, default=None, help="top-k (0 = off)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus top-p (1.0 = off)")
+    g.add_argument("--num-samples", type=int, default=1,
+                   help="traces per question; > 1 also reports self-consistency (majority vote) accuracy")
+    g.add_argument("--sample-stages", default="recall,analyze",
+                   help="comma-separated stages to sample; the others stay greedy (the paper samples recall and "
+                        "analyze, never summarize)")
+    g.add_argument("--restrict-answer", action="store_true",
+                   help="Summarize may only write one of the question's valid answers")
+    g.add_argument("--recall-tokens", type=int, default=RECALL_TOKENS, help="max new tokens of Recall")
+    g.add_argument("--analyze-tokens", type=int, default=ANALYZE_TOKENS, help="max new tokens per Analyze")
+    g.add_argument("--summarize-tokens", type=int, default=SUMMARIZE_TOKENS, help="max new tokens of Summarize")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(func=run)
+
+
+def sampling_from_args(args: argparse.Namespace):
+    from tinythinker.pipeline import Sampling
+
+    sample = (args.num_samples > 1 or args.temperature is not None or args.top_k is not None
+              or args.top_p is not None)
+    if sample:
+        names = tuple(s.strip() for s in args.sample_stages.split(",") if s.strip())
+        sampling = Sampling.sampled(
+            temperature=1.0 if args.temperature is None else args.temperature,
+            top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
+            sample_stages=names)
+    else:
+        sampling = Sampling(seed=args.seed)
+    sampling.recall = replace(sampling.recall, max_new_tokens=args.recall_tokens)
+    sampling.analyze = replace(sampling.analyze, max_new_tokens=args.analyze_tokens)
+    sampling.summarize = replace(sampling.summarize, max_new_tokens=args.summarize_tokens)
+    return sampling
+
+
+def default_out(student: str, data: str, split: str) -> Path:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(student.rstrip("/")).name or student).strip("_") or "student"
+    return DEFAULT_OUT_DIR / f"{name}-{data}-{split}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tinythinker.pipeline import accuracy, run_pipeline, write_traces
+    from tinythinker.students import load_student
+
+    if args.batch_size < 1 or args.num_samples < 1:
+        raise ValueError("--batch-size and --num-samples must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    sampling = sampling_from_args(args)  # bad flags fail before the slow loads
+    questions = load_questions(args.data, args.split, data_dir=args.data_dir, seed=args.seed, limit=args.limit,
+                               path=args.path)
+    if not questions:
+        raise ValueError(f"{args.data} {args.split} has no questions")
+    out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
+    student = load_student(args.student, device=args.device)
+
+    bar = tqdm(total=len(questions) * args.num_samples, desc="evaluate", unit="trace", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    start = time.perf_counter()
+    traces = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
+                          batch_size=args.batch_size, num_samples=args.num_samples,
+                          restrict_answer=args.restrict_answer, on_progress=progress)
+    seconds = time.perf_counter() - start
+    bar.close()
+    write_traces(out, traces)
+
+    result = {
+        "student": args.student, "data": args.data, "split": args.split, "stage_type": args.stage_type,
+        "questions": len(questions), **accuracy(traces), "seconds": round(seconds, 2),
+        "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
+        "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.student} on {args.data} {args.split} ({len(questions)} questions, {args.stage_type}, "
+          f"{'greedy' if sampling.is_greedy else 'sampled'}{', restricted answers' if args.restrict_answer else ''})")
+    print(f"accuracy:           {result['accuracy']:.1%}")
+    if "self_consistency_accuracy" in result:
+        print(f"self-consistency:   {result['self_consistency_accuracy']:.1%} "
+              f"(majority of {args.num_samples} samples)")
+    print(f"invalid answers:    {result['invalid_rate']:.1%}")
+    print(f"questions/second:   {result['questions_per_second']:.3f} ({seconds:.1f} s)")
+    print(f"traces:             {out}")
+    return 0
