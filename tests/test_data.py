@@ -179,3 +179,32 @@ def test_user_folder_splits(tmp_path):
 
 def test_data_error_is_value_error():
     assert issubclass(DataError, ValueError) and issubclass(MissingDataError, DataError)
+
+
+def test_hub_rows_are_reshaped_like_local_files(monkeypatch):
+    import datasets
+
+    calls = []
+    choices = {"label": ["A", "B"], "text": ["x", "y"]}
+    rows = {
+        "tau/commonsense_qa": [{"id": f"c{i}", "question": f"Q{i}?", "question_concept": "c", "choices": choices,
+                                "answerKey": "B"} for i in range(1300)],
+        "allenai/openbookqa": [{"id": "o1", "question_stem": "O?", "choices": choices, "answerKey": "A",
+                                "fact1": "a fact", "humanScore": 1.0, "clarity": 2.0}],
+        "ChilleD/StrategyQA": [{"question": "Is it?", "answer": True, "facts": ["f."]}],
+    }
+
+    def fake_load_dataset(repo, config=None, split=None):
+        calls.append((repo, config, split))
+        return rows[repo]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    val = load_questions("csqa", "validation", data_dir="hub")
+    assert len(val) == 1221 and val[0].answer == "B" and [o.text for o in val[0].options] == ["x", "y"]
+    load_questions("csqa", "test", data_dir="hub")
+    [o] = load_questions("obqa", "validation", data_dir="hub")
+    assert (o.id, o.stem, o.meta["fact1"]) == ("o1", "O?", "a fact")
+    [s] = load_questions("strategyqa", "test", data_dir="hub")
+    assert s.answer == "A" and s.id.startswith("h-") and s.meta["facts"] == ["f."]
+    assert calls == [("tau/commonsense_qa", None, "train"), ("tau/commonsense_qa", None, "validation"),
+                     ("allenai/openbookqa", "additional", "validation"), ("ChilleD/StrategyQA", None, "test")]

@@ -5,6 +5,7 @@ Rows are reshaped into the local files' layout so one parser (and one set of che
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from tinythinker.data.errors import MissingDataError
@@ -57,4 +58,8 @@ def _reshape(name: str, row: dict[str, Any]) -> dict[str, Any]:
         out["question"] = {"stem": row.get("question_stem"),
                            "choices": _choices(row.get("choices") or {"label": [], "text": []})}
         return out
-    return row  # StrategyQA rows already use the official field names
+    # StrategyQA: the official field names; a hub copy without ids gets one from its question text (stable).
+    if "qid" not in row:
+        row["qid"] = row["id"] if "id" in row else "h-" + hashlib.sha256(
+            str(row.get("question", "")).encode("utf-8")).hexdigest()[:16]
+    return row
