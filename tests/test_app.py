@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client
 
-from demo.app import build_app
+from demo.app import build_app, launch_kwargs
 from demo.context import AppContext
 from tinythinker.compare import disagreements
 from tinythinker.data import load_questions
@@ -61,7 +62,7 @@ def served(tmp_path_factory, data_dir):
     ctx = AppContext(ws=ws)
     app = build_app(ctx)
     app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         yield ctx, Client(app.local_url, verbose=False)
     finally:
@@ -216,9 +217,9 @@ def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
             time.sleep(0.2)
         assert _listening(port) == ["0100007F"]  # 127.0.0.1 only
         url = f"http://127.0.0.1:{port}/"
-        with pytest.raises(Exception):
-            Client(url, verbose=False)
-        with pytest.raises(Exception):
+        assert httpx.get(url + "config").status_code == 401
+        assert httpx.post(url + "login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "pw"), verbose=False)
         rows, _, _ = client.predict(api_name="/results")
