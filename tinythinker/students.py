@@ -260,8 +260,11 @@ class Student:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         if self.kind == SEQ2SEQ:
+            # Decoder inputs built here rather than passing labels: the model would also compute a loss we
+            # do not use (and bert2bert warns on every call that it does).
+            decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                labels=labels).logits
+                                decoder_input_ids=decoder_input_ids).logits
         else:
             logits = self.model(**batch).logits[:, :-1]
             labels = labels[:, 1:]
