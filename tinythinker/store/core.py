@@ -260,7 +260,7 @@ class Store:
         if not allow_duplicate:
             self._refuse_duplicate(path, sha, model, iteration)
         return self.import_records(read_trace_records(path), model=model, iteration=iteration,
-                                   source=str(path), sha256=sha)
+                                   source=str(path), sha256=sha, empty_ok=False)
 
     def _refuse_duplicate(self, path: Path, sha: str, model: str | None, iteration: int | None) -> None:
         prior = self._one(
@@ -276,7 +276,7 @@ class Store:
 
     def import_records(self, records: Iterable[ImportRecord], model: str | None = None,
                        iteration: int | None = 0, source: str | None = None,
-                       sha256: str | None = None) -> list[int]:
+                       sha256: str | None = None, empty_ok: bool = True) -> list[int]:
         if model is not None:
             model = check_name(model, "model")
         if iteration is not None:
@@ -325,6 +325,8 @@ class Store:
                 if len(batch) >= BATCH:
                     self._flush(batch, batch_q, questions)
             self._flush(batch, batch_q, questions)
+            if not ids and not empty_ok:
+                raise StoreError(f"{source}: no traces in it (blank lines only)")
             self.db.execute("UPDATE imports SET n_traces = ? WHERE id = ?", [len(ids), import_id])
             for trace_id, rec in carried:
                 self._import_labels(trace_id, rec)

@@ -210,20 +210,23 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
 
             bars = datasets.is_progress_bar_enabled()
             datasets.disable_progress_bars()  # a few hundred rows; the bars would only clutter the CLI
-            flat_pairs = [{**r, "provenance": json.dumps(r["provenance"], ensure_ascii=False)} for r in pair_rows]
-            Dataset.from_dict(_columns(flat_pairs, _pair_features()), features=_pair_features()) \
-                .save_to_disk(str(tmp / "pairs"))
-            flat_traces = [{
-                "store_id": st.id, "model": st.model, "iteration": st.iteration,
-                "question_id": st.trace.question.id, "stage_type": st.trace.stage_type,
-                "predicted": st.trace.predicted, "correct": st.trace.correct,
-                "trace": json.dumps(st.trace.to_dict(), ensure_ascii=False),
-                "labels": json.dumps(label_rows[st.id], ensure_ascii=False)} for st in traces]
-            Dataset.from_dict(_columns(flat_traces, _trace_features()), features=_trace_features()) \
-                .save_to_disk(str(tmp / "traces"))
+            try:
+                flat_pairs = [{**r, "provenance": json.dumps(r["provenance"], ensure_ascii=False)}
+                              for r in pair_rows]
+                Dataset.from_dict(_columns(flat_pairs, _pair_features()), features=_pair_features()) \
+                    .save_to_disk(str(tmp / "pairs"))
+                flat_traces = [{
+                    "store_id": st.id, "model": st.model, "iteration": st.iteration,
+                    "question_id": st.trace.question.id, "stage_type": st.trace.stage_type,
+                    "predicted": st.trace.predicted, "correct": st.trace.correct,
+                    "trace": json.dumps(st.trace.to_dict(), ensure_ascii=False),
+                    "labels": json.dumps(label_rows[st.id], ensure_ascii=False)} for st in traces]
+                Dataset.from_dict(_columns(flat_traces, _trace_features()), features=_trace_features()) \
+                    .save_to_disk(str(tmp / "traces"))
+            finally:
+                if bars:
+                    datasets.enable_progress_bars()
             files = ["pairs", "traces"]
-            if bars:
-                datasets.enable_progress_bars()
         manifest = {
             "format": fmt, "db": str(store.path), "schema_version": store.schema_version,
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -47,7 +47,8 @@ class Pair:
         missing = [k for k in ("prompt", "chosen", "rejected", "stage") if k not in d]
         if missing:
             raise StoreError(f"{where}: missing field {missing[0]!r}")
-        provenance = d.get("provenance") or {}
+        # Phase 2's own Pair keeps where a pair came from in `meta`; take it as provenance when none is given.
+        provenance = d.get("provenance") or d.get("meta") or {}
         if isinstance(provenance, str):  # the datasets export keeps provenance as a JSON string column
             try:
                 provenance = json.loads(provenance)
