@@ -122,7 +122,8 @@ def teach_question(question: Question, cfg: TeacherConfig, prompts: PromptSet, c
             if truncated:
                 max_tokens *= 2
     except TeacherRequestError as e:
-        result.status, result.error = "failed", str(e)
+        # Answers already received stay counted (received = truncated + malformed + valid) and cached.
+        result.status, result.error, result.valid = "failed", str(e), len(valid)
         return result
 
     result.valid = len(valid)
