@@ -1,0 +1,219 @@
+import json
+
+import pytest
+import torch
+
+from tinythinker import cli, stages
+from tinythinker.data import load_questions
+from tinythinker.pipeline import (
+    GREEDY,
+    Sampling,
+    StageSampling,
+    accuracy,
+    complete_trace,
+    complete_traces,
+    read_traces,
+    run_pipeline,
+    run_stage,
+    self_consistency,
+    write_traces,
+)
+from tinythinker.tiny import tiny_student
+from tinythinker.types import Option, Question, Trace
+
+# Short budgets keep tiny-model tests fast; what is tested does not depend on the length.
+FAST = Sampling(recall=StageSampling(max_new_tokens=6), analyze=StageSampling(max_new_tokens=4),
+                summarize=StageSampling(max_new_tokens=8))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two cores shared by many processes: a second torch thread only spins; tiny models run faster on one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def questions(data_dir):
+    csqa = load_questions("csqa", "validation", data_dir=data_dir, limit=4)
+    yes_no = Question("s1", "Can a fish climb a tree?", [Option("A", "yes"), Option("B", "no")], "B", "test")
+    four = Question("o1", "Which is a metal?", [Option(lab, t) for lab, t in zip("ABCD", ["iron", "wood", "salt",
+                                                                                       "glass"], strict=True)],
+                    "A", "test")
+    return [*csqa, yes_no, four]
+
+
+@pytest.fixture(scope="module", params=["seq2seq", "causal"])
+def student(request):
+    return tiny_student(request.param)
+
+
+def _texts(t: Trace):
+    return t.recall, t.analyses, t.summary, t.predicted
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_batched_equals_one_question_at_a_time(student, questions, restrict):
+    batched = run_pipeline(student, questions, sampling=FAST, batch_size=4, restrict_answer=restrict)
+    single = [run_pipeline(student, [q], sampling=FAST, batch_size=1, restrict_answer=restrict)[0]
+              for q in questions]
+    assert [t.question.id for t in batched] == [q.id for q in questions]
+    assert [_texts(t) for t in batched] == [_texts(t) for t in single]
+    assert len({t.recall for t in batched}) > 1
+    if restrict:
+        assert all(t.predicted in t.question.labels for t in batched)
+        assert accuracy(batched)["invalid_rate"] == 0
+
+
+def test_one_generate_call_per_stage_per_batch(questions, monkeypatch):
+    s = tiny_student("seq2seq")
+    calls = []
+    real_generate, real_choice = s.generate, s.generate_choice
+    monkeypatch.setattr(s, "generate", lambda inputs, **kw: calls.append(("gen", len(inputs)))
+                        or real_generate(inputs, **kw))
+    monkeypatch.setattr(s, "generate_choice", lambda inputs, choices, **kw: calls.append(("choice", len(inputs)))
+                        or real_choice(inputs, choices, **kw))
+    run_pipeline(s, questions[:4], sampling=FAST, batch_size=2, restrict_answer=True)
+    # Two batches of two CSQA questions: Recall (2 inputs), Analyze (2 x 5 options), Summarize (2).
+    assert calls == [("gen", 2), ("gen", 10), ("choice", 2)] * 2
+
+
+@pytest.mark.parametrize("stage_type", list(stages.STAGE_TYPES))
+def test_every_stage_type(stage_type, questions):
+    s = tiny_student("seq2seq")
+    traces = run_pipeline(s, questions, stage_type=stage_type, sampling=FAST, batch_size=3, restrict_answer=True)
+    used = stages.stages_of(stage_type)
+    for t in traces:
+        assert (t.recall is not None) == (stages.RECALL in used)
+        assert (set(t.analyses) == set(t.question.labels)) if stages.ANALYZE in used else t.analyses == {}
+        assert t.summary and t.predicted in t.question.labels
+        assert t.correct == (t.predicted == t.question.answer)
+        assert set(t.stage_timings) == set(used) and all(v >= 0 for v in t.stage_timings.values())
+        assert t.stage_type == stage_type and t.model == s.name
+
+
+def test_step_api_reruns_only_what_follows_an_edit(student, questions):
+    q = questions[0]
+    full = complete_trace(student, q, sampling=FAST)
+    assert _texts(full) == _texts(run_pipeline(student, [q], sampling=FAST)[0])
+
+    recall = run_stage(student, q, "recall", sampling=FAST)
+    assert recall == full.recall
+    analyses = run_stage(student, q, "analyze", recall=recall, sampling=FAST)
+    assert analyses == full.analyses
+    assert run_stage(student, q, "summarize", recall=recall, analyses=analyses, sampling=FAST) == full.summary
+
+    edited = complete_trace(student, q, recall="Plates are kept in a cupboard.", from_stage="analyze",
+                            sampling=FAST)
+    assert edited.recall == "Plates are kept in a cupboard."
+    assert edited.analyses != full.analyses  # the later stages were re-run from the edit
+    assert edited.analyses == run_stage(student, q, "analyze", recall=edited.recall, sampling=FAST)
+
+    mine = {**full.analyses, "A": "This is clearly right."}
+    last = complete_trace(student, q, recall=full.recall, analyses=mine, from_stage="summarize", sampling=FAST)
+    assert (last.recall, last.analyses) == (full.recall, mine)  # earlier stages untouched
+    assert set(last.stage_timings) == {"summarize"}
+
+    batch = complete_traces(student, [full, edited], "summarize", sampling=FAST, batch_size=2)
+    assert [t.summary for t in batch] == [
+        complete_trace(student, q, recall=t.recall, analyses=t.analyses, from_stage="summarize",
+                       sampling=FAST).summary for t in (full, edited)]
+
+
+def test_step_api_bad_input(questions):
+    s = tiny_student("seq2seq")
+    q = questions[0]
+    with pytest.raises(ValueError, match="keeps the recall"):
+        complete_trace(s, q, from_stage="analyze")
+    with pytest.raises(ValueError, match=r"options \['B', 'C', 'D', 'E'\] have none"):
+        complete_trace(s, q, recall="r", analyses={"A": "x"}, from_stage="summarize")
+    with pytest.raises(ValueError, match="has no 'recall' stage"):
+        complete_trace(s, q, stage_type="analyze_summarize", from_stage="recall")
+    with pytest.raises(ValueError, match="has no 'analyze' stage"):
+        run_stage(s, q, "analyze", stage_type="recall_summarize")
+    with pytest.raises(ValueError, match="unknown stage type"):
+        run_pipeline(s, [q], stage_type="everything")
+    with pytest.raises(ValueError, match="temperature"):
+        StageSampling(temperature=0)
+
+
+def test_sampling_is_seeded_and_reproducible(questions):
+    s = tiny_student("causal")
+    hot = Sampling.sampled(temperature=2.0, seed=7)
+    hot.recall.max_new_tokens, hot.analyze.max_new_tokens, hot.summarize.max_new_tokens = 6, 4, 8
+    first = run_pipeline(s, questions, sampling=hot, batch_size=3, num_samples=3)
+    again = run_pipeline(s, questions, sampling=hot, batch_size=3, num_samples=3)
+    assert [_texts(t) for t in first] == [_texts(t) for t in again]
+    assert len(first) == 3 * len(questions)
+    assert [t.sampling["sample_index"] for t in first[:3]] == [0, 1, 2]
+    assert len({t.recall for t in first[:3]}) > 1  # the samples of one question differ
+    other = run_pipeline(s, questions, sampling=Sampling.from_dict({**hot.to_dict(), "seed": 8}), batch_size=3,
+                         num_samples=3)
+    assert [t.recall for t in other] != [t.recall for t in first]
+    assert first[0].sampling["recall"]["do_sample"] and not first[0].sampling["summarize"]["do_sample"]
+    assert Sampling.from_dict(first[0].sampling) == hot
+    votes = self_consistency(first)
+    assert set(votes) == {q.id for q in questions}
+    assert "self_consistency_accuracy" in accuracy(first)
+
+
+def _trace(qid: str, answer: str | None, predicted: str | None) -> Trace:
+    q = Question(qid, "stem", [Option("A", "a"), Option("B", "b"), Option("C", "c")], answer)
+    return Trace(q, None, {}, "", predicted, None if answer is None else predicted == answer)
+
+
+def test_accuracy_and_self_consistency():
+    traces = [_trace("1", "A", "A"), _trace("2", "B", None), _trace("3", "C", "A"), _trace("4", None, "B")]
+    assert accuracy(traces) == {"accuracy": 1 / 3, "invalid_rate": 1 / 4, "n": 4}
+    votes = [_trace("1", "A", "B"), _trace("1", "A", "A"), _trace("1", "A", "A"),
+             _trace("2", "B", None), _trace("2", "B", None), _trace("2", "B", "B"),
+             _trace("3", "C", None)]
+    assert self_consistency(votes) == {"1": "A", "2": "B", "3": None}
+    result = accuracy(votes)
+    assert result["questions"] == 3 and result["self_consistency_accuracy"] == 2 / 3
+    assert accuracy([]) == {"accuracy": 0.0, "invalid_rate": 0.0, "n": 0}
+
+
+def test_traces_jsonl_round_trip_and_errors(tmp_path, questions):
+    traces = run_pipeline(tiny_student("seq2seq"), questions[:2], sampling=FAST)
+    path = write_traces(tmp_path / "out" / "traces.jsonl", traces)
+    assert read_traces(path) == traces
+    assert [p.name for p in path.parent.iterdir()] == ["traces.jsonl"]  # no temporary file left behind
+    lines = path.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: not valid JSON"):
+        read_traces(bad)
+    bad.write_text(lines[0] + "\n" + json.dumps({"recall": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: not a trace .*question"):
+        read_traces(bad)
+
+
+def test_evaluate_command(tmp_path, data_dir, capsys):
+    folder = tiny_student("causal").save(tmp_path / "student")
+    out = tmp_path / "traces.jsonl"
+    common = ["evaluate", "--student", str(folder), "--data", "csqa", "--data-dir", str(data_dir), "--limit", "3",
+              "--recall-tokens", "4", "--analyze-tokens", "3", "--summarize-tokens", "6", "--batch-size", "2"]
+    assert cli.main([*common, "--out", str(out), "--restrict-answer", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["questions"] == 3 and result["invalid_rate"] == 0 and result["questions_per_second"] > 0
+    traces = read_traces(out)
+    assert len(traces) == 3 and all(t.predicted in "ABCDE" for t in traces)
+    assert result["accuracy"] == accuracy(traces)["accuracy"]
+
+    assert cli.main([*common, "--out", str(out), "--num-samples", "2", "--temperature", "1.5"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy:" in text and "self-consistency:" in text and "questions/second:" in text
+    assert len(read_traces(out)) == 6
+
+    assert cli.main([*common, "--out", str(out), "--top-p", "0"]) == 2
+    assert "top_p" in capsys.readouterr().err
+    assert cli.main([*common, "--out", str(out), "--sample-stages", "think", "--temperature", "1"]) == 2
+    assert "unknown stage 'think'" in capsys.readouterr().err
+
+
+def test_greedy_is_the_default():
+    assert GREEDY.is_greedy and not Sampling.sampled().is_greedy
+    assert GREEDY.summarize.max_new_tokens >= len("So the answer is option A.".split())
