@@ -259,12 +259,19 @@ def _mean(values: list[float]) -> float | None:
 
 
 def evaluator(questions: list[Question], stage_type: str, batch_size: int, restrict_answer: bool):
+    """Validation as the paper selects checkpoints: the greedy staged pipeline's accuracy."""
     def evaluate(student) -> dict[str, Any]:
-        from tinythinker.phase1 import evaluate_pipeline
+        from tinythinker.pipeline import GREEDY, accuracy, run_pipeline
 
-        c = evaluate_pipeline(student, questions, stage_type, batch_size=batch_size, restrict_answer=restrict_answer)
-        n = max(c["n"], 1)
-        return {"accuracy": c["correct"] / n, "invalid_rate": c["invalid"] / n, "n": c["n"]}
+        was_training = student.model.training
+        student.model.eval()
+        try:
+            traces = run_pipeline(student, questions, stage_type=stage_type, sampling=GREEDY,
+                                  batch_size=batch_size, restrict_answer=restrict_answer)
+        finally:
+            student.model.train(was_training)
+        acc = accuracy(traces)
+        return {"accuracy": acc["accuracy"], "invalid_rate": acc["invalid_rate"], "n": acc["n"]}
     return evaluate
 
 
@@ -487,7 +494,8 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
                 f.write(json.dumps(p.to_dict()) + "\n")
 
         def record(rec: dict[str, Any]) -> None:
-            runs.append_metrics(run, {**rec, "iteration": k, "step": step_offset + rec.pop("local_step")})
+            step = step_offset + rec.pop("local_step")
+            runs.append_metrics(run, {**rec, "iteration": k, "step": step})
 
         summary = train_iteration(student, pairs, config, work, evaluate, record, progress, max_prompt, max_completion)
         # The iteration is complete: file its traces and pairs, then make it visible.
