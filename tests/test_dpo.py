@@ -76,8 +76,11 @@ def test_a_few_steps_raise_the_chosen_vs_rejected_margin(tmp_path, kind):
     student = tiny_student(kind, seed=0)
     pairs = [Pair(f"question {i}\nRecall:", "the water is cold", "a tree is hot fire", "recall", f"q{i}")
              for i in range(4)]
-    dataset, dropped = pair_dataset(student, pairs, 64, 32)
-    assert dropped == 0 and len(dataset) == 4
+    dataset, kept = pair_dataset(student, pairs, 64, 32)
+    assert kept == [0, 1, 2, 3] and len(dataset) == 4
+    long = Pair("q\nRecall:", "word " * 40, "x", "recall", "q9")
+    _, kept = pair_dataset(student, [*pairs, long], 64, 32)
+    assert kept == [0, 1, 2, 3]  # a completion over 32 tokens is left out, never cut
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=4,
                      logging_steps=1, save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0)
     trainer = build_trainer(student, dataset, args)

@@ -98,7 +98,9 @@ def data(n=3):
 def test_schedule_follows_the_papers_intervals():
     recall = [Pair(f"p{i}", "c", "r", stages.RECALL, "q") for i in range(40)]
     analyze = [Pair(f"a{i}", "c", "r", stages.ANALYZE, "q") for i in range(100)]
-    order, cycle = schedule(recall + analyze, batch_size=8, cycles=2, seed=0)
+    pairs = recall + analyze
+    order, cycle = schedule(pairs, batch_size=8, cycles=2, seed=0)
+    order = [pairs[i] for i in order]
     # recall_interval = 40 // 8 + 1 = 6; analyze_interval = (100 // 40 + 1) * 6 = 18
     assert cycle == 24
     assert len(order) == 2 * 24 * 8

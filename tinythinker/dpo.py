@@ -138,7 +138,7 @@ def precompute_reference(model, dataset: Dataset, collator: PairCollator, batch_
                          is_seq2seq: bool, on_batch=None) -> Dataset:
     """Reference log-probs once per iteration: the reference IS the starting policy (the previous
     iteration's best checkpoint), so it is scored before training and never held as a second model.
-    Batches follow the training order and size, so each pair is padded exactly as it will be in training."""
+    Padding is on the right under the attention mask, so a pair scores the same in any batch."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -187,15 +187,16 @@ class DPOTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def pair_dataset(student, pairs, max_prompt_length: int, max_completion_length: int) -> tuple[Dataset, int]:
-    """Tokenised pairs, in the given order, and how many were left out because a completion is longer than
-    `max_completion_length` tokens (`Student.encode` never cuts a target; a cut completion would be scored
-    on text the model never wrote)."""
+def pair_dataset(student, pairs, max_prompt_length: int, max_completion_length: int) -> tuple[Dataset, list[int]]:
+    """Tokenised pairs and the indices of the pairs kept: a pair whose completion is longer than
+    `max_completion_length` tokens is left out (`Student.encode` never cuts a target; a cut completion would
+    be scored on text the model never wrote)."""
     prompts = [p.prompt for p in pairs]
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
     try:
-        return tokenize_pairs(student, prompts, chosen, rejected, max_prompt_length, max_completion_length), 0
+        ds = tokenize_pairs(student, prompts, chosen, rejected, max_prompt_length, max_completion_length)
+        return ds, list(range(len(pairs)))
     except ValueError:
         pass
     keep = []
@@ -208,16 +209,19 @@ def pair_dataset(student, pairs, max_prompt_length: int, max_completion_length: 
             continue
     ds = tokenize_pairs(student, [prompts[i] for i in keep], [chosen[i] for i in keep],
                         [rejected[i] for i in keep], max_prompt_length, max_completion_length)
-    return ds, len(pairs) - len(keep)
+    return ds, keep
 
 
-def build_trainer(student, dataset: Dataset, args: DPOConfig, callbacks=None, on_reference=None) -> DPOTrainer:
-    """A DPOTrainer on `dataset` (tokenised pairs in training order) with the reference log-probs of the
-    student as it is now precomputed."""
+def build_trainer(student, dataset: Dataset, args: DPOConfig, order: list[int] | None = None, callbacks=None,
+                  on_reference=None) -> DPOTrainer:
+    """A DPOTrainer over `dataset` (tokenised pairs) visited in `order` (indices, repeats allowed; default
+    each pair once), with the reference log-probs of the student as it is now precomputed, once per pair."""
     is_seq2seq = student.kind == "seq2seq"
     disable_dropout(student.model)
     collator = PairCollator(student)
     dataset = precompute_reference(student.model, dataset, collator, args.per_device_train_batch_size,
                                    is_seq2seq, on_reference)
+    if order is not None:
+        dataset = dataset.select(order)
     return DPOTrainer(model=student.model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=callbacks or [], is_seq2seq=is_seq2seq)

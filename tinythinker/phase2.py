@@ -189,14 +189,14 @@ def curated_pairs(store, dpo_stages: tuple[str, ...]) -> list[Pair]:
     return out
 
 
-def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tuple[list[Pair], int]:
-    """The training order and the steps per cycle, as scripts/dpo.py sets them: a cycle is
-    `recall_interval = len(recall) // batch + 1` steps of recall pairs then
-    `analyze_interval = (len(analyze) // len(recall) + 1) * recall_interval` steps of analyze pairs
-    (only one of them when one stage has pairs); each stage's pairs are reshuffled whenever used up."""
+def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tuple[list[int], int]:
+    """The training order (indices into `pairs`) and the steps per cycle, as scripts/dpo.py sets them: a
+    cycle is `recall_interval = len(recall) // batch + 1` steps of recall pairs then
+    `analyze_interval = (len(analyze) // len(recall) + 1) * recall_interval` steps of analyze pairs (only one
+    of them when one stage has pairs); each stage's pairs are reshuffled whenever used up."""
     rng = random.Random(seed)
-    recall = [p for p in pairs if p.stage == stages.RECALL]
-    analyze = [p for p in pairs if p.stage == stages.ANALYZE]
+    recall = [i for i, p in enumerate(pairs) if p.stage == stages.RECALL]
+    analyze = [i for i, p in enumerate(pairs) if p.stage == stages.ANALYZE]
     if recall:
         r_steps = len(recall) // batch_size + 1
         a_steps = (len(analyze) // len(recall) + 1) * r_steps if analyze else 0
@@ -211,7 +211,7 @@ def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tupl
 
     streams = {stages.RECALL: stream(recall) if recall else None,
                stages.ANALYZE: stream(analyze) if analyze else None}
-    order: list[Pair] = []
+    order: list[int] = []
     for _ in range(cycles):
         for stage, steps in ((stages.RECALL, r_steps), (stages.ANALYZE, a_steps)):
             for _ in range(steps * batch_size):
@@ -282,12 +282,13 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
     saved to workdir/best. Returns the iteration's training summary."""
     from tinythinker.dpo import DPOConfig, build_trainer, pair_dataset
 
-    order, cycle_steps = schedule(pairs, config.batch_size, config.cycles, config.seed)
-    dataset, too_long = pair_dataset(student, order, max_prompt_length, max_completion_length)
-    if len(dataset) == 0:
-        raise ReflectError(f"every pair has a completion over {max_completion_length} tokens; nothing to train on")
-    max_steps = math.ceil(len(dataset) / config.batch_size)
-    cycle_steps = min(cycle_steps, max_steps)
+    dataset, kept = pair_dataset(student, pairs, max_prompt_length, max_completion_length)
+    too_long = len(pairs) - len(kept)
+    if not kept:
+        raise ReflectError(f"every pair has a completion over {max_completion_length} tokens (the phase-1 run's "
+                           "max_target_length); nothing to train on")
+    order, cycle_steps = schedule([pairs[i] for i in kept], config.batch_size, config.cycles, config.seed)
+    max_steps = math.ceil(len(order) / config.batch_size)
     args = DPOConfig(
         output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr, lr_scheduler_type="cosine", warmup_steps=0.1,  # scripts/dpo.py
@@ -298,8 +299,8 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
     )
     cb = CycleEval(student, evaluate, workdir / runs.BEST, cycle_steps, record, on_progress)
     if on_progress:
-        on_progress({"kind": "phase", "phase": "reference", "pairs": len(dataset)})
-    trainer = build_trainer(student, dataset, args, callbacks=[cb])
+        on_progress({"kind": "phase", "phase": "reference", "pairs": len(kept), "steps": max_steps})
+    trainer = build_trainer(student, dataset, args, order=order, callbacks=[cb])
     # Progress goes to on_progress and the numbers to metrics.jsonl; the Trainer's own printing would only
     # interleave raw dicts with them.
     trainer.remove_callback(PrinterCallback)
@@ -310,7 +311,7 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
     last_cycle = [h for h in logs if h["step"] > max_steps - cycle_steps]
     best = max(cb.evals, key=lambda e: e["accuracy"])
     return {
-        "steps": max_steps, "cycle_steps": cycle_steps, "examples": len(dataset), "too_long": too_long,
+        "steps": max_steps, "cycle_steps": cycle_steps, "pairs_trained": len(kept), "too_long": too_long,
         "train_s": round(time.time() - t0, 1),
         "dpo_loss": _mean([h["dpo_loss"] for h in logs]),
         "reward_margin": _mean([h["rewards/margins"] for h in logs]),
