@@ -2,8 +2,9 @@
 
 Never a shell string: a web UI that passed training settings through `shell=True` had a command-injection CVE.
 Every value is checked (type, range, alphabet) before it becomes one element of argv, and paths are resolved
-inside the workspace. A job's state lives on disk (`<run>/job.json`, `<run>/job.log`) so a page reload, or a new
-app process, finds running jobs again.
+inside the workspace. A job's state lives on disk beside its run (`<runs>/.jobs/<run>/job.json` and `job.log`,
+outside the run folder, which the training command wants to itself) so a page reload, or a new app process, finds
+running jobs again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tinythinker.workspace import RUNS, Workspace, WorkspaceError, check_name
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa")
 NAMED_STUDENTS = ("minilm-bert2bert", "smollm2-135m")
-JOB_FILE, JOB_LOG = "job.json", "job.log"
+JOBS, JOB_FILE, JOB_LOG = ".jobs", "job.json", "job.log"
 
 
 @dataclass
@@ -168,12 +169,16 @@ class Job:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / JOB_LOG
+        return job_dir(self.run_dir) / JOB_LOG
 
     def to_json(self) -> str:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         return json.dumps(d, indent=1)
+
+
+def job_dir(run_dir: Path) -> Path:
+    return Path(run_dir).parent / JOBS / Path(run_dir).name
 
 
 # Popen objects of the jobs this process started: needed to reap them (and read their exit code) as they end.
@@ -188,8 +193,8 @@ def start(argv: list[str], run_dir: Path, kind: str) -> Job:
     existing = load_job(run_dir)
     if existing is not None and is_running(existing):
         raise WorkspaceError(f"run {run_dir.name!r} already has a running job (pid {existing.pid})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / JOB_LOG, "ab")
+    job_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    log = open(job_dir(run_dir) / JOB_LOG, "ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env, cwd=Path.cwd())
@@ -201,13 +206,14 @@ def start(argv: list[str], run_dir: Path, kind: str) -> Job:
 
 
 def _save(job: Job) -> None:
-    tmp = job.run_dir / (JOB_FILE + ".tmp")
+    folder = job_dir(job.run_dir)
+    tmp = folder / (JOB_FILE + ".tmp")
     tmp.write_text(job.to_json())
-    os.replace(tmp, job.run_dir / JOB_FILE)
+    os.replace(tmp, folder / JOB_FILE)
 
 
 def load_job(run_dir: Path) -> Job | None:
-    path = Path(run_dir) / JOB_FILE
+    path = job_dir(run_dir) / JOB_FILE
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
@@ -284,8 +290,8 @@ def list_jobs(ws: Workspace) -> list[Job]:
     """Every job ever started in the runs folder, newest first."""
     jobs = []
     if ws.runs_dir.is_dir():
-        for path in ws.runs_dir.glob(f"*/{JOB_FILE}"):
-            job = load_job(path.parent)
+        for path in (ws.runs_dir / JOBS).glob(f"*/{JOB_FILE}"):
+            job = load_job(ws.runs_dir / path.parent.name)
             if job is not None:
                 jobs.append(refresh(job))
     return sorted(jobs, key=lambda j: j.started, reverse=True)

@@ -1,0 +1,78 @@
+"""The Train tab end to end: a real phase-1 child process on a tiny student, followed, then one cancelled."""
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from demo.app import build_app, launch_kwargs
+from demo.context import AppContext
+from tinythinker import jobs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    from test_app import make_workspace
+
+    ctx = AppContext(ws=make_workspace(tmp_path_factory.mktemp("ws"), data_dir))
+    app = build_app(ctx)
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        yield ctx, Client(app.local_url, verbose=False)
+    finally:
+        app.close()
+
+
+def _phase1(client, run, max_steps):
+    # run, data, student, stage type, interval, epochs, limit, eval limit, max steps, batch size, lr, seed
+    return client.predict(run, "csqa", "tiny-a/best", "recall_analyze_summarize", 1, 1.0, 8, 4, max_steps, 2,
+                          5e-4, 0, api_name="/start_phase1")
+
+
+def _wait(client, run, until, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, bar, plot, log = client.predict(run, api_name="/job_status")
+        if any(word in status for word in until):
+            return status, bar, plot, log
+        time.sleep(1)
+    raise AssertionError(f"job {run} did not reach {until} in {timeout} s; last status {status!r}\n{log}")
+
+
+def test_phase1_job_runs_to_the_end_and_is_found_again(served):
+    ctx, client = served
+    assert _phase1(client, "p1-tiny", 2)["value"] == "p1-tiny"
+    status, bar, plot, log = _wait(client, "p1-tiny", ("finished", "failed"))
+    assert "finished" in status, log
+    assert 'value="100"' in bar and log.strip()
+    assert (ctx.ws.runs_dir / "p1-tiny" / "metrics.jsonl").is_file()
+    assert '"loss' in plot["plot"]
+    # As after a page reload or an app restart: nothing in memory, the job is read back from its run folder.
+    jobs._CHILDREN.clear()
+    status, *_ = client.predict("p1-tiny", api_name="/job_status")
+    assert "finished" in status
+    assert "p1-tiny/best" in [value for _, value in ctx.checkpoint_choices()]
+
+
+def test_cancel_a_running_job(served):
+    ctx, client = served
+    _phase1(client, "p1-cancel", 10_000)
+    _wait(client, "p1-cancel", ("running",), timeout=30)
+    status, *_ = client.predict("p1-cancel", api_name="/cancel_job")
+    assert "cancelled" in status
+    job = jobs.load_job(ctx.ws.run_dir("p1-cancel"))
+    assert job.cancelled and job.finished is not None
+
+
+def test_bad_settings_start_nothing(served):
+    ctx, client = served
+    with pytest.raises(Exception, match="must be 1-80 characters"):
+        client.predict("x; touch /tmp/pwned", "csqa", "tiny-a/best", "recall_analyze_summarize", 1, 1.0, 8, 4, 2,
+                       2, 5e-4, 0, api_name="/start_phase1")
+    with pytest.raises(Exception, match="outside the workspace"):
+        client.predict("ok-run", "csqa", "../../etc", "recall_analyze_summarize", 1, 1.0, 8, 4, 2, 2, 5e-4, 0,
+                       api_name="/start_phase1")
+    assert not (ctx.ws.runs_dir / "ok-run").exists()
