@@ -50,6 +50,44 @@ def test_a_newer_schema_is_refused(tmp_path):
         Store(path)
 
 
+def test_a_version_1_database_is_migrated_with_its_labels(tmp_path):
+    import sqlite_utils
+
+    from tinythinker.store.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    db = sqlite_utils.Database(path)
+    MIGRATIONS.apply(db, stop_before="0002_label_counts")
+    db["questions"].insert({"id": "q1", "stem": "S?", "options": '[{"label": "A", "text": "a"}, '
+                            '{"label": "B", "text": "b"}]', "answer": "A", "source": "", "meta": "{}"})
+    db["models"].insert({"id": 1, "name": "m", "created_at": "t"})
+    for i in (1, 2, 3):
+        db["traces"].insert({"id": i, "question_id": "q1", "model_id": 1, "iteration": 0, "stage_type": "summarize",
+                             "analyses": "{}", "summary": "s", "predicted": "A", "correct": 1, "created_at": "t"})
+    db["labels"].insert_all([{"id": k, "trace_id": t, "stage": "summarize", "verdict": "good", "annotator": "a",
+                              "created_at": "t"} for k, t in ((1, 1), (2, 2), (3, 2))])
+    db["undos"].insert({"label_id": 1, "annotator": "a", "created_at": "t"})
+    db.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert [r[0] for r in s.db.execute("SELECT n_current FROM traces ORDER BY id")] == [0, 2, 0]
+        assert s.next_unlabelled().id == 1  # its only label was undone
+        s.label(1, "summarize", "bad", annotator="b")
+        assert s.next_unlabelled().id == 3
+
+
+def test_history_cannot_be_changed_even_by_hand(store):
+    store.import_traces([trace()], model="m")
+    store.label(1, "recall", "good", annotator="ana")
+    store.undo_last("ana")
+    for sql in ("UPDATE labels SET verdict = 'bad'", "DELETE FROM labels", "DELETE FROM undos",
+                "UPDATE undos SET annotator = 'x'"):
+        with pytest.raises(sqlite3.IntegrityError, match="history"):
+            store.db.execute(sql)
+    assert counts(store)["labels"] == 1 and counts(store)["undos"] == 1
+
+
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
@@ -144,6 +182,15 @@ def test_next_disagree_between_two_models(store):
     assert s.next_unlabelled(disagree=("p1@0", "p2@5")) is None
     with pytest.raises(StoreError, match="two different models"):
         s.next_unlabelled(disagree=("p1", "p1"))
+
+
+def test_a_model_named_with_at_digits_is_taken_whole(store):
+    store.import_traces([trace("q1", "A")], model="ckpt@3")
+    store.import_traces([trace("q1", "B")], model="ckpt", iteration=3)
+    store.import_traces([trace("q1", "C")], model="other")
+    assert store.next_unlabelled(disagree=("ckpt@3", "other")).model == "ckpt@3"
+    assert store.next_unlabelled(disagree=("other", "ckpt@3")).id == 1
+    assert store.next_unlabelled(disagree=("ckpt@3", "ckpt@4")) is None  # not a model, and no iteration 4 of ckpt
 
 
 def test_disagree_set_follows_new_traces(store):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from store_helpers import counts, question, trace, write_jsonl
 
-from tinythinker.store import Store, StoreError
+from tinythinker.store import SCHEMA_VERSION, Store, StoreError
 
 # Workers are forked: they start at once with the store already imported (a fresh interpreter spends most of a
 # second importing sqlite-utils, which imports pandas), and each opens its own connection after the fork.
@@ -65,6 +65,29 @@ def test_eight_annotators_at_once_lose_and_duplicate_nothing(tmp_path):
     assert len({(t, a) for t, a, _ in rows}) == 1600  # none duplicated
     assert {(t, a) for t, a, _ in rows} == {(t, f"a{k}") for t in range(1, 201) for k in range(8)}  # none lost
     assert len({n for _, _, n in rows}) == 1600
+
+
+def _open_and_import(db: Path, k: int, go) -> None:
+    go.wait()
+    with Store(db) as s:
+        s.import_traces([trace(f"first{k}")], model=f"m{k}")
+
+
+def test_eight_processes_creating_one_new_database_at_once(tmp_path):
+    db = tmp_path / "new.db"
+    go = FORK.Event()
+    procs = [FORK.Process(target=_open_and_import, args=(db, k, go)) for k in range(8)]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert _integrity(db) == "ok"
+    with Store(db) as s:
+        assert s.count_traces() == 8 and len(s.models()) == 8
+        # Each migration ran once, not once per process.
+        assert s.db.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == SCHEMA_VERSION
 
 
 # ---- a killed import -------------------------------------------------------------------------------------------

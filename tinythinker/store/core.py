@@ -409,8 +409,15 @@ class Store:
             raise StoreError(f"no trace with id {trace_id} in {self.path}")
         return _row_to_stored(r)
 
-    def iter_traces(self, labelled_only: bool = False) -> Iterator[StoredTrace]:
-        where = " WHERE EXISTS (SELECT 1 FROM current_labels l WHERE l.trace_id = t.id)" if labelled_only else ""
+    def iter_traces(self, which: str = "all") -> Iterator[StoredTrace]:
+        """Traces in id order: `all`, `labelled` (a label in force) or `with_history` (any label, even undone)."""
+        where = {
+            "all": "",
+            "labelled": " WHERE t.n_current > 0",
+            "with_history": " WHERE EXISTS (SELECT 1 FROM labels l WHERE l.trace_id = t.id)",
+        }.get(which)
+        if where is None:
+            raise StoreError(f"unknown trace selection {which!r}; choose all, labelled or with_history")
         for r in self.db.query(_TRACE_SELECT + where + " ORDER BY t.id"):
             yield _row_to_stored(r)
 
@@ -535,13 +542,18 @@ class Store:
             clauses.append("t.model_id = ?")
             params.append(self._model_id(model))
         if iteration is not None:
-            clauses.append("t.iteration = ?")
+            # Without a model, an iteration is no way into the id order the queue walks (the + says so to SQLite;
+            # otherwise it picks the model-iteration index and sorts every match by id).
+            clauses.append("t.iteration = ?" if model is not None else "+t.iteration = ?")
             params.append(check_iteration(iteration))
         if correct is not None:
             clauses.append("t.correct = ?")
             params.append(int(bool(correct)))
         if disagree is not None:
-            a, b = (ModelSpec.parse(s) if isinstance(s, str) else s for s in disagree)
+            known = set(self.models())
+            # A model whose own name ends in @<digits> is taken whole; otherwise @<digits> picks an iteration.
+            a, b = (s if isinstance(s, ModelSpec) else ModelSpec(s) if s in known else ModelSpec.parse(s)
+                    for s in disagree)
             if (a.name, a.iteration) == (b.name, b.iteration):
                 raise StoreError(f"disagreement needs two different models, got {a} twice")
             # The unary + keeps SQLite from driving the query by question or model (then sorting by id): the
@@ -559,7 +571,8 @@ class Store:
             clauses.append("NOT EXISTS (SELECT 1 FROM current_labels l WHERE l.trace_id = t.id AND l.annotator = ?)")
             params.append(annotator)
         else:
-            clauses.append("NOT EXISTS (SELECT 1 FROM current_labels l WHERE l.trace_id = t.id)")
+            # Written as the partial indexes' own condition so that SQLite walks them (see schema 0002).
+            clauses.append("t.n_current = 0")
         if annotator is not None and not include_skipped:
             clauses.append("NOT EXISTS (SELECT 1 FROM skips s WHERE s.trace_id = t.id AND s.annotator = ?)")
             params.append(annotator)
@@ -647,7 +660,7 @@ class Store:
             SELECT m.name AS model, t.iteration,
                    COUNT(*) AS traces,
                    SUM(t.correct = 1) AS correct, SUM(t.correct = 0) AS wrong, SUM(t.correct IS NULL) AS unknown,
-                   SUM(EXISTS (SELECT 1 FROM current_labels l WHERE l.trace_id = t.id)) AS labelled
+                   SUM(t.n_current > 0) AS labelled
             FROM traces t JOIN models m ON m.id = t.model_id
             GROUP BY t.model_id, t.iteration ORDER BY m.name, t.iteration"""))
         for r in by_model:

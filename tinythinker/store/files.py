@@ -190,7 +190,8 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
     label_rows: dict[int, list[dict[str, Any]]] = {}
     for lab in store.labels(include_undone=True):
         label_rows.setdefault(lab.trace_id, []).append(lab.to_dict())
-    traces = [st for st in store.iter_traces() if st.id in label_rows]
+    # Every trace with a label row, undone ones included, so that the whole history travels.
+    traces = list(store.iter_traces("with_history"))
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

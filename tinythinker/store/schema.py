@@ -107,6 +107,43 @@ def _initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration("0002_label_counts")
+def _label_counts(db: sqlite_utils.Database) -> None:
+    """`traces.n_current`, the number of its labels in force, kept by triggers in the label's own transaction,
+    so the queue reads 'unlabelled' from partial indexes of unlabelled traces instead of probing the labels of
+    every labelled trace it passes: `next` stays flat however many labels there are. History tables refuse
+    UPDATE and DELETE outright."""
+    db["traces"].add_column("n_current", int, not_null_default=0)
+    db.execute("UPDATE traces SET n_current = "
+               "(SELECT COUNT(*) FROM current_labels l WHERE l.trace_id = traces.id)")
+    db.executescript("""
+        CREATE TRIGGER labels_count AFTER INSERT ON labels BEGIN
+            UPDATE traces SET n_current = n_current + 1 WHERE id = NEW.trace_id;
+        END;
+        CREATE TRIGGER undos_count AFTER INSERT ON undos BEGIN
+            UPDATE traces SET n_current = n_current - 1
+            WHERE id = (SELECT trace_id FROM labels WHERE id = NEW.label_id);
+        END;
+        CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels BEGIN
+            SELECT RAISE(ABORT, 'labels are history: add a label or an undo instead of changing one');
+        END;
+        CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels BEGIN
+            SELECT RAISE(ABORT, 'labels are history: add an undo instead of deleting one');
+        END;
+        CREATE TRIGGER undos_no_update BEFORE UPDATE ON undos BEGIN
+            SELECT RAISE(ABORT, 'undos are history and cannot change');
+        END;
+        CREATE TRIGGER undos_no_delete BEFORE DELETE ON undos BEGIN
+            SELECT RAISE(ABORT, 'undos are history and cannot be deleted');
+        END;
+        CREATE INDEX traces_unlabelled ON traces (id, iteration, correct) WHERE n_current = 0;
+        CREATE INDEX traces_unlabelled_model ON traces (model_id, id, correct) WHERE n_current = 0;
+        CREATE INDEX traces_unlabelled_model_iteration ON traces (model_id, iteration, id, correct)
+            WHERE n_current = 0;
+        DROP INDEX idx_traces_question_id;
+    """)
+
+
 SCHEMA_VERSION = len(_NAMES)
 KNOWN = set(_NAMES)
 
