@@ -272,3 +272,48 @@ def test_samplers_on_a_tiny_student():
     assert all(set(t.analyses) == {"A", "B", "C"} for t in traces)
     assert all(t.sampling["analyze"]["do_sample"] and not t.sampling["summarize"]["do_sample"] for t in traces)
     assert [t.sampling["sample_index"] for t in traces] == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_failed_iteration_leaves_nothing_half_written_and_a_rerun_resumes(tmp_path, fakes, monkeypatch):
+    p1 = phase1_run(tmp_path)
+    config = make_config(tmp_path, p1)
+    qs, teacher, val = data()
+    real_train = phase2.train_iteration
+
+    def fail_second(student, pairs, config, workdir, *a, **k):
+        if workdir.name.startswith("iter_2"):
+            (workdir / "half-written").write_text("x")
+            raise ReflectError("killed in the middle of iteration 2")
+        return real_train(student, pairs, config, workdir, *a, **k)
+
+    monkeypatch.setattr(phase2, "train_iteration", fail_second)
+    with pytest.raises(ReflectError, match="iteration 2"):
+        reflect(config, questions=qs, teacher=teacher, val_questions=val)
+    run = tmp_path / "p2"
+    assert (run / "iter_1" / "best").is_dir()
+    assert not (run / "iter_2").exists() and not list(run.glob("*.partial"))
+    assert [r["iteration"] for r in runs.read_metrics(run, "iteration")] == [1]
+    db = str(tmp_path / "store.db")
+    assert [i for (i,) in store_rows(db, "SELECT DISTINCT iteration FROM traces")] == [1]
+    assert [i for (i,) in store_rows(db, "SELECT DISTINCT iteration FROM pairs")] == [1]
+
+    monkeypatch.setattr(phase2, "train_iteration", real_train)
+    result = reflect(config, questions=qs, teacher=teacher, val_questions=val)
+    assert [r["iteration"] for r in result.iterations] == [1, 2]
+    assert [r["iteration"] for r in runs.read_metrics(run, "iteration")] == [1, 2]
+    assert len(runs.read_metrics(run, "baseline")) == 1
+    assert sorted(i for (i,) in store_rows(db, "SELECT DISTINCT iteration FROM traces")) == [1, 2]
+
+
+def test_cli_reflect_prints_progress_and_a_summary(tmp_path, fakes, capsys, monkeypatch):
+    p1 = phase1_run(tmp_path)
+    qs, teacher, val = data(2)
+    monkeypatch.setattr(phase2, "load_reflect_data", lambda source, config: (qs, teacher, val))
+    code = main(["reflect", "--from", str(p1), "--run", str(tmp_path / "p2"), "--iterations", "1",
+                 "--samples", "2", "--batch-size", "8", "--cycles", "1", "--db", str(tmp_path / "s.db")])
+    assert code == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)  # stdout is the JSON summary only
+    assert [r["iteration"] for r in summary["iterations"]] == [1]
+    assert "sample_recall" in out.err and "iteration 1 done" in out.err
