@@ -146,7 +146,7 @@ def test_sigkill_mid_import_leaves_none_of_it(tmp_path):
 def test_sigkill_at_any_moment_leaves_none_or_all(tmp_path):
     db = tmp_path / "tt.db"
     before = _prefill(db)["traces"]
-    n = 4000
+    n = 2500
     src = write_jsonl(tmp_path / "big.jsonl", [trace(f"big{i}", "B", tag=" " + "words " * 40) for i in range(n)])
     t0 = time.time()
     p = FORK.Process(target=_file_import, args=(db, src))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -257,26 +257,27 @@ class Store:
 
         path = Path(path)
         sha = file_sha256(path)
-        if not allow_duplicate:
-            self._refuse_duplicate(path, sha, model, iteration)
-        return self.import_records(read_trace_records(path), model=model, iteration=iteration,
-                                   source=str(path), sha256=sha, empty_ok=False)
 
-    def _refuse_duplicate(self, path: Path, sha: str, model: str | None, iteration: int | None) -> None:
-        prior = self._one(
-            """SELECT i.id, i.created_at, i.source FROM imports i LEFT JOIN models m ON m.id = i.model_id
-               WHERE i.sha256 = ? AND m.name IS ? AND i.iteration IS ? ORDER BY i.id LIMIT 1""",
-            [sha, model, iteration],
-        )
-        if prior:
-            raise StoreError(
-                f"{path} was already imported (import #{prior['id']} of {prior['source']} at "
-                f"{prior['created_at']}) with the same model and iteration; pass --allow-duplicate to add it again"
+        def refuse_duplicate() -> None:
+            prior = self._one(
+                """SELECT i.id, i.created_at, i.source FROM imports i LEFT JOIN models m ON m.id = i.model_id
+                   WHERE i.sha256 = ? AND m.name IS ? AND i.iteration IS ? ORDER BY i.id LIMIT 1""",
+                [sha, model, iteration],
             )
+            if prior:
+                raise StoreError(
+                    f"{path} was already imported (import #{prior['id']} of {prior['source']} at "
+                    f"{prior['created_at']}) with the same model and iteration; pass --allow-duplicate to add "
+                    f"it again"
+                )
+
+        return self.import_records(read_trace_records(path), model=model, iteration=iteration, source=str(path),
+                                   sha256=sha, empty_ok=False, before=None if allow_duplicate else refuse_duplicate)
 
     def import_records(self, records: Iterable[ImportRecord], model: str | None = None,
                        iteration: int | None = 0, source: str | None = None,
-                       sha256: str | None = None, empty_ok: bool = True) -> list[int]:
+                       sha256: str | None = None, empty_ok: bool = True,
+                       before: Callable[[], None] | None = None) -> list[int]:
         if model is not None:
             model = check_name(model, "model")
         if iteration is not None:
@@ -286,6 +287,8 @@ class Store:
         questions: dict[str, tuple] = {}
         seen_questions: dict[str, tuple] = {}
         with self._write():
+            if before is not None:
+                before()  # a check that must see the database under the write lock (a duplicate import)
             now = _now()
             import_row = {"source": source, "sha256": sha256, "iteration": iteration, "n_traces": 0,
                           "created_at": now,
