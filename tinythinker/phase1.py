@@ -58,8 +58,9 @@ class Phase1Config:
     answer_format: str = "letter"
     order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
     restrict_answer: bool = False  # decode the Summarize letter among the question's options only
+    eval_max_new_tokens: int | None = None  # cap every stage's generation at evaluation (None: pipeline's budgets)
     max_source_length: int = 512
-    max_target_length: int = 128
+    max_target_length: int = 256  # targets are never cut: a longer one is an error naming it
     logging_steps: int | None = None  # None: one log per `interval` steps, i.e. per stage segment
 
     def check(self) -> None:
@@ -195,29 +196,50 @@ def encode_stage_data(student, data: StageData, max_source_length: int, max_targ
     return StageDataset(features)
 
 
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def greedy(max_new_tokens: int | None = None):
+    from tinythinker.pipeline import GREEDY, Sampling, StageSampling
+
+    if max_new_tokens is None:
+        return GREEDY
+    return Sampling(**{s: StageSampling(max_new_tokens=max_new_tokens) for s in stages.STAGES})
+
+
 def evaluate_pipeline(student, questions: list[Question], stage_type: str, *, batch_size: int,
-                      restrict_answer: bool, rank: int = 0, world_size: int = 1) -> dict[str, float]:
-    """Greedy staged pipeline accuracy on this process's share of the questions; counts, so shares add up."""
-    from tinythinker.pipeline import GREEDY, run_pipeline
+                      restrict_answer: bool, rank: int = 0, world_size: int = 1,
+                      max_new_tokens: int | None = None) -> torch.Tensor:
+    """Greedy staged pipeline on this process's share of the questions, as counts so that shares add up:
+    [correct, invalid, n, predictions of A, B, ..., Z]."""
+    from tinythinker.pipeline import run_pipeline
 
     mine = questions[rank::world_size]
     was_training = student.model.training
     student.model.eval()  # no dropout while generating
     try:
-        traces = run_pipeline(student, mine, stage_type=stage_type, sampling=GREEDY, batch_size=batch_size,
+        traces = run_pipeline(student, mine, stage_type=stage_type, sampling=greedy(max_new_tokens),
+                              batch_size=batch_size,
                               restrict_answer=restrict_answer) if mine else []
     finally:
         student.model.train(was_training)
-    return {"correct": sum(bool(t.correct) for t in traces),
-            "invalid": sum(t.predicted is None for t in traces), "n": len(traces)}
+    counts = torch.zeros(3 + len(LABELS), dtype=torch.float64)
+    for t in traces:
+        counts[0] += bool(t.correct)
+        counts[1] += t.predicted is None
+        counts[2] += 1
+        if t.predicted is not None and t.predicted in LABELS:
+            counts[3 + LABELS.index(t.predicted)] += 1
+    return counts
 
 
 class Phase1Trainer(Trainer):
     """A stock Trainer whose batches follow the stage schedule and whose evaluation is the staged pipeline."""
 
     def __init__(self, *args, student, sampler_args: dict[str, Any], questions: list[Question],
-                 stage_type: str, restrict_answer: bool, **kwargs):
+                 stage_type: str, restrict_answer: bool, max_new_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.max_new_tokens = max_new_tokens
         self.student = student
         self.sampler_args = sampler_args
         self.questions = questions
@@ -240,15 +262,20 @@ class Phase1Trainer(Trainer):
         counts = evaluate_pipeline(self.student, self.questions, self.stage_type,
                                    batch_size=self.args.per_device_eval_batch_size,
                                    restrict_answer=self.restrict_answer,
-                                   rank=self.args.process_index, world_size=self.args.world_size)
-        totals = torch.tensor([counts["correct"], counts["invalid"], counts["n"]], dtype=torch.float64,
-                              device=self.args.device)
+                                   rank=self.args.process_index, world_size=self.args.world_size,
+                                   max_new_tokens=self.max_new_tokens)
+        counts = counts.to(self.args.device)
         if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        correct, invalid, n = totals.tolist()
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        correct, invalid, n = counts[:3].tolist()
+        preds = counts[3:].tolist()
+        # The first diagnostic of any recipe: does the answer change with the input? A student that learned
+        # only the output format writes one letter for every question (top share near 1).
         metrics = {f"{metric_key_prefix}_accuracy": correct / n if n else 0.0,
                    f"{metric_key_prefix}_invalid_rate": invalid / n if n else 0.0,
                    f"{metric_key_prefix}_questions": int(n),
+                   f"{metric_key_prefix}_distinct_answers": sum(c > 0 for c in preds),
+                   f"{metric_key_prefix}_top_answer_share": max(preds) / n if n else 0.0,
                    f"{metric_key_prefix}_runtime": round(time.time() - start, 3)}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -299,7 +326,9 @@ class RunRecorder(TrainerCallback):
         elif "eval_accuracy" in logs:
             rec = {"kind": "eval", "step": state.global_step, "epoch": state.epoch,
                    "accuracy": logs["eval_accuracy"], "invalid_rate": logs["eval_invalid_rate"],
-                   "questions": logs["eval_questions"], "eval_s": logs.get("eval_runtime"), "time": time.time()}
+                   "questions": logs["eval_questions"], "distinct_answers": logs["eval_distinct_answers"],
+                   "top_answer_share": logs["eval_top_answer_share"], "eval_s": logs.get("eval_runtime"),
+                   "time": time.time()}
         if rec is None:
             return
         runs.append_metrics(self.run, rec)
@@ -437,7 +466,9 @@ def _train(config, run, data, questions, student, on_progress, resumed) -> Phase
         # The paper evaluates, saves and logs at one shared cadence; ours is one schedule cycle.
         eval_strategy="steps", eval_steps=cycle,
         save_strategy="steps", save_steps=cycle,
-        save_total_limit=1,  # plus the best one, which the Trainer protects; best/ holds a clean copy
+        # The latest (to resume from) and the best (the Trainer protects it; with a limit of 1 it would delete the
+        # latest at the end of training instead). best/ holds a clean student copy of the best.
+        save_total_limit=2,
         logging_strategy="steps", logging_steps=config.logging_steps or config.interval,
         metric_for_best_model="accuracy", greater_is_better=True,
         report_to="none", seed=config.seed, data_seed=config.seed,
@@ -451,7 +482,7 @@ def _train(config, run, data, questions, student, on_progress, resumed) -> Phase
         model=student.model, args=args, train_dataset=dataset, eval_dataset=questions,
         data_collator=student.collator(), callbacks=[recorder],
         student=student, sampler_args=sampler_args, questions=questions, stage_type=config.stage_type,
-        restrict_answer=config.restrict_answer,
+        restrict_answer=config.restrict_answer, max_new_tokens=config.eval_max_new_tokens,
     )
     if hasattr(student, "device"):
         try:

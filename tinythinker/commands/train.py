@@ -46,6 +46,8 @@ def register(subparsers) -> None:
                    help="interval: the paper's schedule; mixed: all stages shuffled together (ablation)")
     p.add_argument("--restrict-answer", action="store_true",
                    help="at evaluation, decode the Summarize letter among the question's options only")
+    p.add_argument("--eval-max-new-tokens", type=int, default=None,
+                   help="cap each stage's generation at evaluation (default: the pipeline's per-stage budgets)")
     p.add_argument("--max-source-length", type=int, default=d.max_source_length)
     p.add_argument("--max-target-length", type=int, default=d.max_target_length)
     p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
@@ -59,7 +61,8 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
         warmup_steps=args.warmup_steps, seed=args.seed, answer_format=args.answer_format, order=args.order,
-        restrict_answer=args.restrict_answer, max_source_length=args.max_source_length,
+        restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,
+        max_source_length=args.max_source_length,
         max_target_length=args.max_target_length, logging_steps=args.logging_steps,
     )
 

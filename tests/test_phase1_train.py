@@ -1,0 +1,176 @@
+"""Phase 1 end to end with tiny students: run folder, schedule stages in the record, best/, resume, errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinythinker import runs, stages
+from tinythinker.phase1 import Phase1Config, build_stage_data, encode_stage_data, train_phase1
+from tinythinker.schedule import interval_order
+from tinythinker.tiny import tiny_student
+from tinythinker.types import Option, Question, Rationale
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_examples(n=6, stem_words=4):
+    out = []
+    for i in range(n):
+        answer = "ABC"[i % 3]
+        q = Question(f"t{i}", " ".join(["where"] * stem_words) + f" is item {i}?",
+                     [Option("A", "home"), Option("B", "park"), Option("C", "shop")], answer, "test")
+        r = Rationale(f"Item {i} is often in the {q.option_text(answer)}.",
+                      {lab: f"{q.option_text(lab)} is {'right' if lab == answer else 'wrong'}." for lab in q.labels})
+        out.append((q, [r]))
+    return out
+
+
+def config(tmp_path, **kw):
+    base = dict(run=str(tmp_path / "run"), student="tiny", interval=1, batch_size=2, eval_batch_size=4,
+                max_steps=7, lr=1e-3, max_source_length=256, max_target_length=32, logging_steps=1,
+                eval_max_new_tokens=6)
+    base.update(kw)
+    return Phase1Config(**base)
+
+
+@pytest.mark.parametrize("kind,stage_type", [("seq2seq", "recall_analyze_summarize"), ("causal", "summarize"),
+                                             ("bert2bert", "analyze_summarize")])
+def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind, stage_type):
+    examples = make_examples()
+    questions = [q for q, _ in examples[:3]]
+    cfg = config(tmp_path, stage_type=stage_type)
+    progress = []
+    result = train_phase1(cfg, progress.append, student=tiny_student(kind), examples=examples, questions=questions)
+    run = Path(cfg.run)
+    assert runs.read_config(run) == json.loads(json.dumps(cfg.resolved()))
+    assert result.global_step == 7
+    train = runs.read_metrics(run, "train")
+    assert [r["step"] for r in train] == list(range(1, 8))
+    data = build_stage_data(examples, stage_type)
+    sizes = {s: -(-n // 2) for s, n in data.sizes().items()}  # batches of 2
+    order = interval_order(sizes, stages.stages_of(stage_type), 1, 3)
+    assert [r["stage"] for r in train] == [order[(r["step"] - 1) % len(order)] for r in train]
+    assert all(r["loss"] > 0 for r in train)
+    evals = runs.read_metrics(run, "eval")
+    cycle = {"recall_analyze_summarize": 5, "summarize": 1, "analyze_summarize": 4}[stage_type]
+    expected = sorted({*range(cycle, 8, cycle), 7})
+    assert [r["step"] for r in evals] == expected
+    assert all(r["questions"] == 3 and 0 <= r["accuracy"] <= 1 for r in evals)
+    assert result.best_accuracy == max(r["accuracy"] for r in evals)
+    best = json.loads((run / "best" / "phase1_best.json").read_text())
+    assert best["accuracy"] == result.best_accuracy
+    from tinythinker.students import load_student
+
+    reloaded = load_student(run / "best")
+    assert reloaded.kind == tiny_student(kind).kind
+    assert (run / "train.log").read_text().count("stage examples") == 1
+    assert runs.last_checkpoint(run).name == "checkpoint-7"
+    assert runs.read_metrics(run, "end")[0]["step"] == 7
+    assert any(p["kind"] == "step" for p in progress) and any(p["kind"] == "eval" for p in progress)
+
+
+def test_answer_target_survives_truncation_and_padding_end_to_end():
+    student = tiny_student("seq2seq")
+    examples = make_examples(n=4, stem_words=200)  # inputs far over the source budget
+    data = build_stage_data(examples, "recall_analyze_summarize")
+    dataset = encode_stage_data(student, data, max_source_length=48, max_target_length=32)
+    pairs = [p for s in data.examples for p in data.examples[s]]
+    batch = student.collator()([dataset[i] for i in range(len(dataset))])
+    assert batch["input_ids"].shape[1] == 48  # truncated to the budget and padded to one width
+    for (_inp, target), labels in zip(pairs, batch["labels"].tolist(), strict=True):
+        ids = [t for t in labels if t != -100]
+        assert student.decode(ids) == target  # the whole target, answer included
+    summaries = [student.decode([t for t in row if t != -100])
+                 for row, (inp, _) in zip(batch["labels"].tolist(), pairs, strict=True) if inp.endswith("Summarize:")]
+    assert [stages.parse_answer(s) for s in summaries] == [q.answer for q, _ in examples]
+    causal = tiny_student("causal")
+    feats = encode_stage_data(causal, data, max_source_length=48, max_target_length=32)
+    cb = causal.collator()([feats[i] for i in range(len(feats))])
+    for (_, target), labels in zip(pairs, cb["labels"].tolist(), strict=True):
+        assert causal.decode([t for t in labels if t != -100]) == target
+
+
+def test_run_folder_with_another_config_fails_before_training(tmp_path):
+    examples = make_examples()
+    questions = [q for q, _ in examples[:2]]
+    runs.prepare_run(tmp_path / "run", config(tmp_path, lr=0.5).resolved())
+    with pytest.raises(runs.RunError, match=r"holds another config \(lr: 0.5 -> 0.001\)"):
+        train_phase1(config(tmp_path), student=tiny_student(), examples=examples, questions=questions)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_source_without_analyses_fails_before_the_run_folder_is_made(tmp_path):
+    examples = [(q, [Rationale(r.recall, {})]) for q, rs in make_examples() for r in rs]
+    with pytest.raises(ValueError, match="no per-option analyses"):
+        train_phase1(config(tmp_path), student=tiny_student(), examples=examples, questions=[examples[0][0]])
+    assert not (tmp_path / "run").exists()
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from tinythinker.commands.train import config_from_args
+from tinythinker.cli import build_parser
+from tinythinker.phase1 import train_phase1
+args = build_parser().parse_args(sys.argv[1:])
+def progress(p):
+    if p["kind"] == "step" and p["step"] == 9:  # after the checkpoint at step 7 (one cycle), before the next
+        os.kill(os.getpid(), signal.SIGKILL)
+train_phase1(config_from_args(args), progress)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes(tmp_path, data_dir):
+    tiny_student("seq2seq").save(tmp_path / "student")
+    argv = ["train", "--data", "csqa", "--data-dir", str(data_dir), "--student", str(tmp_path / "student"),
+            "--stage-type", "recall_analyze_summarize", "--interval", "1", "--limit", "6", "--eval-limit", "3",
+            "--batch-size", "2", "--max-steps", "16", "--run", str(tmp_path / "run"), "--logging-steps", "1",
+            "--max-target-length", "256", "--eval-max-new-tokens", "6"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *argv], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run = tmp_path / "run"
+    assert runs.last_checkpoint(run).name == "checkpoint-7"  # cycle: 1 recall + 5 analyze + 1 summarize steps
+    assert max(r["step"] for r in runs.read_metrics(run)) >= 8  # logged past the checkpoint, then died
+    assert not runs.read_metrics(run, "end")
+    again = subprocess.run([sys.executable, "-m", "tinythinker", *argv], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(again.stdout[again.stdout.index("{"):])
+    assert result["resumed_from"].endswith("checkpoint-7") and result["global_step"] == 16
+    train_steps = [r["step"] for r in runs.read_metrics(run, "train")]
+    assert train_steps == list(range(1, 17))  # continued at 8, nothing logged twice
+    assert [r["step"] for r in runs.read_metrics(run, "eval")] == [7, 14, 16]
+    assert "resuming from" in (run / "train.log").read_text()
+    bad = subprocess.run([sys.executable, "-m", "tinythinker", *argv[:-2], "--logging-steps", "2"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "holds another config (logging_steps: 1 -> 2)" in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_gloo(tmp_path, data_dir):
+    tiny_student("seq2seq").save(tmp_path / "student")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "tinythinker", "train",
+           "--data", "csqa", "--data-dir", str(data_dir), "--student", str(tmp_path / "student"),
+           "--stage-type", "recall_analyze_summarize", "--interval", "1", "--limit", "8", "--eval-limit", "4",
+           "--batch-size", "2", "--max-steps", "8", "--run", str(tmp_path / "run"), "--logging-steps", "1",
+           "--max-target-length", "256", "--eval-max-new-tokens", "6"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    assert [r["step"] for r in runs.read_metrics(run, "train")] == list(range(1, 9))  # rank 0 writes, once
+    evals = runs.read_metrics(run, "eval")
+    assert [r["step"] for r in evals] == [7, 8] and all(r["questions"] == 4 for r in evals)
+    assert (run / "best" / "phase1_best.json").is_file()
