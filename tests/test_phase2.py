@@ -256,22 +256,22 @@ def test_samplers_on_a_tiny_student():
     from tinythinker.tiny import tiny_student
 
     student = tiny_student("seq2seq", seed=0)
-    config = ReflectConfig(from_run="x", samples=3, sample_batch_size=8)
+    config = ReflectConfig(from_run="x", samples=2, sample_batch_size=8)
     qs = [question(0), question(1)]
     seen = []
     traces = phase2.sample_recalls(student, qs, config, stages.DEFAULT_STAGE_TYPE, False,
                                    lambda d, t: seen.append((d, t)), seed=1)
-    assert len(traces) == 6 and seen[-1] == (6, 6)
-    assert [t.question.id for t in traces] == ["q0"] * 3 + ["q1"] * 3
+    assert len(traces) == 4 and seen[-1] == (4, 4)
+    assert [t.question.id for t in traces] == ["q0"] * 2 + ["q1"] * 2
     assert all(t.sampling["recall"]["do_sample"] and t.sampling["recall"]["temperature"] == 0.7
                and t.sampling["recall"]["top_k"] == 0 and not t.sampling["analyze"]["do_sample"] for t in traces)
     ctx = [AnalyzeContext(qs[0], "the water is cold"), AnalyzeContext(qs[1], "a tree")]
     traces = phase2.sample_analyses(student, ctx, config, stages.DEFAULT_STAGE_TYPE, False, seed=1)
-    assert len(traces) == 6
-    assert [t.recall for t in traces] == ["the water is cold"] * 3 + ["a tree"] * 3
+    assert len(traces) == 4
+    assert [t.recall for t in traces] == ["the water is cold"] * 2 + ["a tree"] * 2
     assert all(set(t.analyses) == {"A", "B", "C"} for t in traces)
     assert all(t.sampling["analyze"]["do_sample"] and not t.sampling["summarize"]["do_sample"] for t in traces)
-    assert [t.sampling["sample_index"] for t in traces] == [0, 1, 2, 0, 1, 2]
+    assert [t.sampling["sample_index"] for t in traces] == [0, 1, 0, 1]
 
 
 @pytest.mark.slow

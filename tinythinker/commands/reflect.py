@@ -59,8 +59,8 @@ def config_from_args(args: argparse.Namespace) -> ReflectConfig:
 class ProgressPrinter:
     """One line per phase and per finished iteration; step counters overwrite one line."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
         self.t0 = time.time()
 
     def __call__(self, event: dict) -> None:
