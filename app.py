@@ -54,13 +54,15 @@ def make_context(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from demo.app import build_app, launch_kwargs
+    from demo.app import build_app, launch_kwargs, warm_up
 
     ctx = make_context(args)
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+    app.launch(prevent_thread_lock=True, server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                **launch_kwargs())
+    warm_up()
+    app.block_thread()
     return 0
 
 

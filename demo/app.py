@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 
 from demo import annotate, compare, explore, results, step, train
@@ -20,11 +22,29 @@ FIRST_START = (
 )
 
 
+QUICK_KIND = "phase 1 (quick run)"
+
+
 def quick_run(ctx: AppContext) -> str:
+    running = [j for j in jobs.list_jobs(ctx.ws) if j.kind == QUICK_KIND and jobs.is_running(j)]
+    if running:  # a second click must not start a second training on the same CPU
+        return f"Quick run **{running[0].name}** is already running: follow it in the **Train** tab."
     settings = jobs.quick_run_settings(student=ctx.default_student)
-    job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(settings.run), kind="phase 1 (quick run)")
+    job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(settings.run), kind=QUICK_KIND)
     return (f"Started quick run **{job.name}** (pid {job.pid}). Follow it in the **Train** tab; when it finishes, "
             f"pick `{job.name}/best` in Step through (press ↻ to refresh the list).")
+
+
+def warm_up() -> threading.Thread:
+    """Import the model stack (torch, transformers) in the background once the app is serving, so start-up does
+    not wait for it and the first click mostly does not either."""
+
+    def load():
+        import tinythinker.pipeline  # noqa: F401
+
+    thread = threading.Thread(target=load, name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def launch_kwargs() -> dict:

@@ -9,7 +9,6 @@ from demo.widgets import SPLITS, friendly, pick_question, question_markdown, que
 from tinythinker import plots
 from tinythinker.compare import FLIP_KINDS, cache_path, cached_traces, disagreements, flip_counts, word_diff
 from tinythinker.jobs import BENCHMARKS
-from tinythinker.pipeline import run_pipeline
 from tinythinker.stages import analyses_text
 
 ALL = "all disagreements"
@@ -24,6 +23,8 @@ def _check_pair(a, b):
 
 def one_question(ctx, a, b, *question_inputs):
     """Both models, greedy, on one question: per stage the A and B texts with their differing words marked."""
+    from tinythinker.pipeline import run_pipeline  # torch: loaded after start-up (app.warm_up)
+
     _check_pair(a, b)
     q = pick_question(ctx, *question_inputs)
     ta = run_pipeline(ctx.student(a), [q])[0]

@@ -21,7 +21,6 @@ from demo.widgets import (
     stage_type_dropdown,
     verdict_markdown,
 )
-from tinythinker.pipeline import complete_trace, run_stage
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, parse_answer, stages_of
 from tinythinker.types import Trace
 
@@ -32,6 +31,8 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
          do_sample, temperature, top_k, top_p, max_new_tokens, seed, recall, analyses_table, timings):
     """Run what `action` asks and return every output of the tab (question, recall, analyses, summary,
     verdict, per-stage seconds, model note)."""
+    from tinythinker.pipeline import complete_trace, run_stage  # torch: loaded after start-up (app.warm_up)
+
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
     sampling = make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed)
     student = ctx.student(checkpoint)

@@ -11,8 +11,14 @@ import gradio as gr
 
 from demo.widgets import friendly, stage_type_dropdown
 from tinythinker import jobs, plots
-from tinythinker.jobs import BENCHMARKS, NAMED_STUDENTS, ReflectSettings, TrainSettings
-from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES
+from tinythinker.jobs import (
+    BENCHMARKS,
+    DPO_STAGE_TYPES,
+    NAMED_STUDENTS,
+    PAIR_MODES,
+    ReflectSettings,
+    TrainSettings,
+)
 from tinythinker.runs import list_runs, read_metrics
 
 

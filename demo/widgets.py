@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from tinythinker.jobs import BENCHMARKS
-from tinythinker.pipeline import Sampling, StageSampling
 from tinythinker.stages import STAGE_TYPES, STAGES
 from tinythinker.types import Option, Question, Trace
+
+if TYPE_CHECKING:
+    from tinythinker.pipeline import Sampling
 
 SPLITS = ("validation", "train", "test")
 BENCHMARK, CUSTOM = "benchmark", "my own question"
@@ -129,6 +132,8 @@ def sampling_controls() -> SamplingControls:
 def make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed=0) -> Sampling:
     """One decoding setting for every stage, on top of the library's per-stage token budgets (kept when
     max new tokens is 0). Greedy with the defaults is exactly the library's GREEDY."""
+    from tinythinker.pipeline import Sampling, StageSampling  # torch: loaded after start-up (see app.warm_up)
+
     tokens = int(max_new_tokens or 0)
     if not 0 <= tokens <= 512:
         raise ValueError(f"max new tokens: {tokens} is outside 0..512")

@@ -120,3 +120,10 @@ def test_quick_run_is_small(ws):
     argv = jobs.train_args(s, ws)
     assert s.limit <= 500 and s.max_steps and argv[argv.index("--student") + 1] == "minilm-bert2bert"
     assert Path(argv[argv.index("--run") + 1]).parent == ws.runs_dir
+
+
+def test_job_choices_match_phase2():
+    from tinythinker import phase2
+
+    assert set(jobs.DPO_STAGE_TYPES) == set(phase2.DPO_STAGE_TYPES)
+    assert tuple(jobs.PAIR_MODES) == tuple(phase2.PAIR_MODES)

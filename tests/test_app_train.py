@@ -76,3 +76,17 @@ def test_bad_settings_start_nothing(served):
         client.predict("ok-run", "csqa", "../../etc", "recall_analyze_summarize", 1, 1.0, 8, 4, 2, 2, 5e-4, 0,
                        api_name="/start_phase1")
     assert not (ctx.ws.runs_dir / "ok-run").exists()
+
+
+def test_quick_run_starts_one_small_job(served):
+    ctx, client = served
+    message = client.predict(api_name="/quick_run")
+    assert "Started quick run" in message
+    job = next(j for j in jobs.list_jobs(ctx.ws) if j.kind.endswith("(quick run)"))
+    try:
+        assert job.argv[job.argv.index("--student") + 1] == ctx.default_student
+        assert int(job.argv[job.argv.index("--limit") + 1]) <= 500
+        assert "already running" in client.predict(api_name="/quick_run")
+    finally:
+        jobs.cancel(job)
+    assert not jobs.is_running(job)

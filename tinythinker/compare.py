@@ -13,7 +13,6 @@ import os
 import re
 from pathlib import Path
 
-from tinythinker.pipeline import read_traces, run_pipeline, write_traces
 from tinythinker.types import Question, Trace
 
 TRACES = "traces"
@@ -121,6 +120,9 @@ def cached_traces(student_loader, checkpoint: str | Path, questions: list[Questi
     """Greedy full-pipeline traces of `checkpoint` on `questions`, from the cache when it is fresh.
 
     `student_loader(checkpoint)` is only called on a cache miss, so a cached comparison loads no model."""
+    # Imported here: the pipeline pulls in torch and transformers, which the app loads after it starts serving.
+    from tinythinker.pipeline import read_traces, run_pipeline, write_traces
+
     cache = Path(cache)
     if _fresh(cache, checkpoint):
         return read_traces(cache)

@@ -19,12 +19,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES
 from tinythinker.stages import STAGE_TYPES
 from tinythinker.workspace import RUNS, Workspace, WorkspaceError, check_name
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa")
 NAMED_STUDENTS = ("minilm-bert2bert", "smollm2-135m")
+# The same choices as tinythinker.phase2 (a test keeps them equal): importing phase2 here would load the whole
+# training stack (transformers.Trainer) at app start-up just for two tuples.
+DPO_STAGE_TYPES = ("recall", "analyze", "recall_analyze")
+PAIR_MODES = ("auto", "curated", "both")
 JOBS, JOB_FILE, JOB_LOG = ".jobs", "job.json", "job.log"
 
 

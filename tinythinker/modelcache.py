@@ -6,17 +6,15 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from tinythinker.students import Student, load_student
-
 
 class StudentCache:
     """Least-recently-used cache of loaded students keyed by name or folder (and the folder's weights' mtime,
     so a checkpoint rewritten by a training run is loaded again rather than served stale)."""
 
-    def __init__(self, capacity: int = 3, loader=load_student):
+    def __init__(self, capacity: int = 3, loader=None):
         self.capacity = capacity
         self.loader = loader
-        self._items: OrderedDict[tuple, Student] = OrderedDict()
+        self._items: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
 
@@ -28,13 +26,18 @@ class StudentCache:
             return (str(path.resolve()), stamp)
         return (str(name_or_path), 0.0)
 
-    def get(self, name_or_path: str | Path) -> Student:
+    def get(self, name_or_path: str | Path):
         key = self._key(name_or_path)
         # One lock around the load too: two clicks on a cold model must not load it twice at once.
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+            if self.loader is None:
+                # Imported on first use: torch and transformers take seconds, which app start-up should not pay.
+                from tinythinker.students import load_student
+
+                self.loader = load_student
             student = self.loader(str(name_or_path))
             self.loads += 1
             self._items[key] = student
