@@ -117,7 +117,7 @@ import os, signal, sys
 from tinythinker.commands.train import config_from_args
 from tinythinker.cli import build_parser
 from tinythinker.phase1 import train_phase1
-args = build_parser().parse_args(sys.argv[1:])
+args = build_parser("train").parse_args(sys.argv[1:])
 def progress(p):
     if p["kind"] == "step" and p["step"] == 9:  # after the checkpoint at step 7 (one cycle), before the next
         os.kill(os.getpid(), signal.SIGKILL)
@@ -143,13 +143,14 @@ def test_sigkill_then_same_command_resumes(tmp_path, data_dir):
     again = subprocess.run([sys.executable, "-m", "tinythinker", *argv], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    result = json.loads(again.stdout[again.stdout.index("{"):])
+    result = json.loads(again.stdout[again.stdout.rindex("\n{") + 1:])  # the summary printed last
     assert result["resumed_from"].endswith("checkpoint-7") and result["global_step"] == 16
     train_steps = [r["step"] for r in runs.read_metrics(run, "train")]
     assert train_steps == list(range(1, 17))  # continued at 8, nothing logged twice
     assert [r["step"] for r in runs.read_metrics(run, "eval")] == [7, 14, 16]
     assert "resuming from" in (run / "train.log").read_text()
-    bad = subprocess.run([sys.executable, "-m", "tinythinker", *argv[:-2], "--logging-steps", "2"], cwd=ROOT,
+    changed = [("2" if a == "1" and argv[i - 1] == "--logging-steps" else a) for i, a in enumerate(argv)]
+    bad = subprocess.run([sys.executable, "-m", "tinythinker", *changed], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "holds another config (logging_steps: 1 -> 2)" in bad.stderr
 
@@ -161,7 +162,7 @@ def test_two_process_torchrun_gloo(tmp_path, data_dir):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "tinythinker", "train",
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "tinythinker", "--", "train",
            "--data", "csqa", "--data-dir", str(data_dir), "--student", str(tmp_path / "student"),
            "--stage-type", "recall_analyze_summarize", "--interval", "1", "--limit", "8", "--eval-limit", "4",
            "--batch-size", "2", "--max-steps", "8", "--run", str(tmp_path / "run"), "--logging-steps", "1",

@@ -17,8 +17,9 @@ def register(subparsers) -> None:
         description="Phase 1 of TinyThinker. Builds the three stage datasets from teacher rationales, trains with "
                     "the interval schedule, evaluates the staged pipeline at the end of every schedule cycle and "
                     "keeps the best checkpoint in RUN/best. Rerunning the same command resumes from RUN's last "
-                    "checkpoint. Multi-GPU: run the same command under `torchrun --nproc_per_node N -m tinythinker "
-                    "train ...` or `accelerate launch -m tinythinker train ...`.",
+                    "checkpoint. Multi-GPU: the same command under `torchrun --nproc_per_node N -m tinythinker -- "
+                    "train ...` (the `--` stops torchrun reading --run as its own --run-path) or "
+                    "`accelerate launch --num_processes N -m tinythinker train ...`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", default=d.data, help="benchmark: csqa, obqa, strategyqa")
