@@ -26,22 +26,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "phase1.json"
 
-# name -> (student, stage_type, extra train flags). The recipe knobs are the candidates.
+# name -> (student, stage_type, extra train flags). Same budget for every experiment: the flags below only pick the
+# recipe; steps, batch, validation questions and the evaluation points come from the command line. An answer-only
+# run has one stage, so its --interval only sets the evaluation cadence: it gets the full method's cycle length.
+RECIPE = ["--lr", "3e-4", "--warmup-steps", "10", "--answer-format", "letter_text", "--restrict-answer"]
 EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
-    "bert2bert-answer": ("minilm-bert2bert", "summarize", ["--lr", "1e-4"]),
-    "bert2bert-answer-text": ("minilm-bert2bert", "summarize", ["--lr", "1e-4", "--answer-format", "letter_text",
-                                                                "--restrict-answer"]),
-    "bert2bert-full": ("minilm-bert2bert", "recall_analyze_summarize", ["--lr", "1e-4", "--answer-format",
-                                                                        "letter_text", "--restrict-answer"]),
-    "smollm2-answer": ("smollm2-135m", "summarize", ["--lr", "5e-5"]),
-    "smollm2-answer-text": ("smollm2-135m", "summarize", ["--lr", "5e-5", "--answer-format", "letter_text",
-                                                          "--restrict-answer"]),
-    "smollm2-full": ("smollm2-135m", "recall_analyze_summarize", ["--lr", "5e-5", "--answer-format",
-                                                                  "letter_text", "--restrict-answer"]),
-    "smollm2-recall": ("smollm2-135m", "recall_summarize", ["--lr", "5e-5", "--answer-format", "letter_text",
-                                                            "--restrict-answer"]),
-    "smollm2-analyze": ("smollm2-135m", "analyze_summarize", ["--lr", "5e-5", "--answer-format", "letter_text",
-                                                              "--restrict-answer"]),
+    "bert2bert-answer": ("minilm-bert2bert", "summarize", RECIPE),
+    "bert2bert-full": ("minilm-bert2bert", "recall_analyze_summarize", RECIPE),
+    "bert2bert-recall": ("minilm-bert2bert", "recall_summarize", RECIPE),
+    "bert2bert-analyze": ("minilm-bert2bert", "analyze_summarize", RECIPE),
+    "smollm2-answer": ("smollm2-135m", "summarize", RECIPE),
+    "smollm2-full": ("smollm2-135m", "recall_analyze_summarize", RECIPE),
 }
 
 
@@ -56,13 +51,22 @@ def save(results: dict) -> None:
     os.replace(tmp, OUT)
 
 
+def interval_for(stage_type: str, interval: int) -> int:
+    from tinythinker.schedule import cycle_steps
+    from tinythinker.stages import stages_of
+
+    # Evaluate every stage type at the same steps: one full-method cycle (CSQA has 5 options).
+    full = cycle_steps(stages_of("recall_analyze_summarize"), interval, 5)
+    return interval * full // cycle_steps(stages_of(stage_type), interval, 5)
+
+
 def run_one(name: str, args: argparse.Namespace) -> dict:
     student, stage_type, extra = EXPERIMENTS[name]
     run = args.run_for.get(name) or str(Path(args.runs_root) / name)
     cmd = [sys.executable, "-m", "tinythinker", "train", "--data", "csqa", "--data-dir", args.data_dir,
            "--student", student, "--stage-type", stage_type, "--run", run, "--limit", str(args.limit),
            "--eval-limit", str(args.eval_limit), "--max-steps", str(args.max_steps), "--interval",
-           str(args.interval), "--batch-size", str(args.batch_size), "--epochs", "100", "--seed", "0",
+           str(interval_for(stage_type, args.interval)), "--batch-size", str(args.batch_size), "--epochs", "100", "--seed", "0",
            "--eval-batch-size", str(args.eval_batch_size), *extra]
     shown = " ".join(shlex.quote(c) for c in [".venv/bin/python", *cmd[1:]])
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {shown}", flush=True)
@@ -96,20 +100,19 @@ def main() -> int:
     p.add_argument("--runs-root", default="runs/bench")
     p.add_argument("--full-run", default="runs/bench-csqa-p1",
                    help="run folder for the default student's full-method run (phase 2 starts from its best/)")
-    p.add_argument("--default-student", default="smollm2-135m")
+    p.add_argument("--default-student", default="minilm-bert2bert")
     p.add_argument("--limit", type=int, default=2000)
-    p.add_argument("--eval-limit", type=int, default=300)
-    p.add_argument("--max-steps", type=int, default=125)
-    p.add_argument("--interval", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--eval-limit", type=int, default=100)
+    p.add_argument("--max-steps", type=int, default=56)
+    p.add_argument("--interval", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--eval-batch-size", type=int, default=50)
     args = p.parse_args()
     full = {"minilm-bert2bert": "bert2bert-full", "smollm2-135m": "smollm2-full"}[args.default_student]
     args.run_for = {full: args.full_run}
     for name in args.only:
         student, stage_type, extra = EXPERIMENTS[name]
-        key = stage_type if name.endswith(("answer", "full", "recall", "analyze")) and "text" not in name else stage_type
-        label = f"{key}" + ("+letter_text" if "letter_text" in extra else "")
+        label = stage_type
         record = run_one(name, args)
         results = load()
         results["phase1"].setdefault(student, {})[label] = record
