@@ -86,17 +86,30 @@ def test_malformed_answers_are_rejected_with_their_reason(text, reason):
     assert e.value.reason == reason
 
 
-def test_recorded_answers_from_a_real_small_model_never_crash_the_parser():
-    recorded = json.loads((FIXTURES / "smollm2_answers.json").read_text())
-    assert len(recorded["answers"]) >= 8
-    outcomes = []
-    for item in recorded["answers"]:
-        try:
-            parse_response(item["content"], item["labels"])
-            outcomes.append("valid")
-        except ParseError as e:
-            outcomes.append(e.reason)
-    assert outcomes == [item["expected"] for item in recorded["answers"]]
+def _outcome(text, labels):
+    try:
+        parse_response(text, labels)
+        return "valid"
+    except ParseError as e:
+        return e.reason
+
+
+def test_recorded_answers_of_a_real_small_model_are_filtered_by_rule():
+    recorded = json.loads((FIXTURES / "smollm2_answers.json").read_text())["answers"]
+    assert len(recorded) >= 12
+    assert [
+        "length" if a["finish_reason"] == "length" else _outcome(a["content"], a["labels"]) for a in recorded
+    ] == [a["expected"] for a in recorded]
+    # The same verdict lines behind a Key Information line: the per-option rules catch what is wrong with them.
+    assert [_outcome("Key Information: k.\nExplanations: " + a["content"], a["labels"]) for a in recorded] == [
+        a["expected_with_key_information"] for a in recorded
+    ]
+
+
+def test_a_verdict_without_because_is_not_a_verdict_line():
+    text = "Key Information: k.\nA is incorrect. Because a.\nB is correct and A is incorrect, because b."
+    with pytest.raises(ParseError, match="missing_option: B"):
+        parse_response(text, ["A", "B"])
 
 
 def test_prompt_opens_the_gold_line_first_and_renders_every_shot():

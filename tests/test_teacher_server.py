@@ -4,6 +4,7 @@ without crashing, and every count must add up."""
 
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -39,9 +40,13 @@ def llama_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--verbose", "False"]
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1",
+           "--cache", "True", "--verbose", "False"]
+    # One thread that sleeps when idle: OpenMP threads spinning on a busy 2-core machine made each token 20x
+    # slower. The prompt cache lets requests that share the few-shot system prompt skip re-reading it.
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 120
@@ -69,9 +74,9 @@ def llama_server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_small_real_model_is_parsed_filtered_and_counted(llama_server, data_dir, tmp_path):
-    questions = load_questions("csqa", "train", data_dir=data_dir, limit=3)
-    cfg = TeacherConfig(model="smollm2", base_url=llama_server, benchmark="csqa", samples=3, keep=2, shots=2,
-                        rounds=2, max_tokens=128, timeout=120, max_retries=1, workers=1, progress=False)
+    questions = load_questions("csqa", "train", data_dir=data_dir, limit=2)
+    cfg = TeacherConfig(model="smollm2", base_url=llama_server, benchmark="csqa", samples=2, keep=2, shots=2,
+                        rounds=2, max_tokens=96, timeout=120, max_retries=1, workers=1, progress=False)
     s = run_teacher(questions, cfg, tmp_path)
     print(json.dumps({k: s[k] for k in ("statuses", "samples", "client", "seconds")}, indent=1))
 
@@ -83,6 +88,7 @@ def test_small_real_model_is_parsed_filtered_and_counted(llama_server, data_dir,
     # Every question got its first request; a re-ask happens only for answers that were dropped.
     assert len(questions) <= c["requests"] and c["cache_hits"] == 0
     assert sm["received"] <= len(questions) * cfg.samples + sm["truncated"] + sm["malformed"]
+    assert sm["valid"] <= len(questions) * cfg.samples
     assert c["prompt_tokens"] > 0 and c["completion_tokens"] > 0
 
     kept = load_teacher_output(tmp_path)

@@ -3,7 +3,8 @@
 The rules follow the paper's notebook (`collate_content` / `filter_answer`):
 - `Key Information: ...` up to `Explanations:` (or the first verdict line) is the recall; it must not be empty.
 - every option is judged on one line, `X is correct. Because ...` / `X is incorrect. Because ...`; the text after
-  `Because` (also `Because,`) is that option's analysis. The notebook also accepts `Although` / `While` in place of
+  `Because` (also `Because,`) is that option's analysis; a line with a verdict but no `Because` is not a verdict
+  line (the notebook skips it, so its option ends up missing). The notebook also accepts `Although` / `While` in place of
   `Because`; we accept them too but keep the word, since dropping it turns a concession into a claim.
 - every option of the question must be judged exactly once, with a non-empty analysis, and exactly one option may
   be `correct` (the notebook keeps the last `correct` line of an answer that names several; such an answer would
@@ -34,7 +35,7 @@ _EXPL_RE = re.compile(r"explanations?\s*:", re.IGNORECASE)
 _VERDICT_RE = re.compile(
     r"^\s*(?:[-*\u2022]\s*)?(?:explanations?\s*:\s*)?"  # a bullet, or the `Explanations:` header on the first line
     r"(?:option\s+)?\(?([A-Za-z])\)?\s*[.:]?\s+is\s+(correct|incorrect)\b\s*[.,:;]?\s*"
-    r"(?:(because)\b\s*[,:]?|(although|while)\b)?\s*(.*)$",
+    r"(?:(because)\b\s*[,:]?|(although|while)\b)\s*(.*)$",  # a verdict without its reason is no verdict line
     re.IGNORECASE,
 )
 _END_PUNCT = (".", '"', "'", "!", "?")
