@@ -176,10 +176,10 @@ def test_server_down_is_retried_then_reported_and_a_rerun_resumes(tmp_path):
 def test_timeouts_are_retried_then_reported(tmp_path):
     def respond(body, index):
         slow = user_question(body) == "Question number 1?" or index < 2  # q0 times out twice, q1 always
-        return Reply(body=completion([answer("A", RECALLS[i]) for i in range(body["n"])]), delay=1.5 if slow else 0)
+        return Reply(body=completion([answer("A", RECALLS[i]) for i in range(body["n"])]), delay=2.5 if slow else 0)
 
     with FakeChatServer(respond) as server:
-        s = run_teacher(questions(2), config(server, timeout=0.4, max_retries=2), tmp_path)
+        s = run_teacher(questions(2), config(server, timeout=0.8, max_retries=2), tmp_path)
     assert s["statuses"]["kept"] == 1 and s["statuses"]["failed"] == 1
     assert s["client"]["errors"] == {"timeout": 1}
     assert "timeout" in s["errors"]["q1"]
