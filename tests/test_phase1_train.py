@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from tinythinker import runs, stages
-from tinythinker.phase1 import Phase1Config, build_stage_data, encode_stage_data, train_phase1
+from tinythinker.phase1 import (
+    Phase1Config,
+    build_stage_data,
+    encode_stage_data,
+    resolve_student_path,
+    train_phase1,
+)
 from tinythinker.schedule import interval_order
 from tinythinker.tiny import tiny_student
 from tinythinker.types import Option, Question, Rationale
@@ -69,6 +75,8 @@ def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind
 
     reloaded = load_student(run / "best")
     assert reloaded.kind == tiny_student(kind).kind
+    assert load_student(runs.last_checkpoint(run)).kind == reloaded.kind  # --student accepts a checkpoint
+    assert resolve_student_path(str(run)) == str(run / "best")  # ... and a run folder means its best/
     assert (run / "train.log").read_text().count("stage examples") == 1
     assert runs.last_checkpoint(run).name == "checkpoint-7"
     assert runs.read_metrics(run, "end")[0]["step"] == 7
@@ -119,7 +127,7 @@ from tinythinker.cli import build_parser
 from tinythinker.phase1 import train_phase1
 args = build_parser("train").parse_args(sys.argv[1:])
 def progress(p):
-    if p["kind"] == "step" and p["step"] == 9:  # after the checkpoint at step 7 (one cycle), before the next
+    if p["kind"] == "step" and p["step"] == 8:  # after the checkpoint at step 7 (one cycle), before the next
         os.kill(os.getpid(), signal.SIGKILL)
 train_phase1(config_from_args(args), progress)
 """
@@ -130,7 +138,7 @@ def test_sigkill_then_same_command_resumes(tmp_path, data_dir):
     tiny_student("seq2seq").save(tmp_path / "student")
     argv = ["train", "--data", "csqa", "--data-dir", str(data_dir), "--student", str(tmp_path / "student"),
             "--stage-type", "recall_analyze_summarize", "--interval", "1", "--limit", "6", "--eval-limit", "3",
-            "--batch-size", "2", "--max-steps", "16", "--run", str(tmp_path / "run"), "--logging-steps", "1",
+            "--batch-size", "2", "--max-steps", "10", "--run", str(tmp_path / "run"), "--logging-steps", "1",
             "--max-target-length", "256", "--eval-max-new-tokens", "6"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *argv], cwd=ROOT, env=env, capture_output=True,
@@ -144,10 +152,10 @@ def test_sigkill_then_same_command_resumes(tmp_path, data_dir):
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     result = json.loads(again.stdout[again.stdout.rindex("\n{") + 1:])  # the summary printed last
-    assert result["resumed_from"].endswith("checkpoint-7") and result["global_step"] == 16
+    assert result["resumed_from"].endswith("checkpoint-7") and result["global_step"] == 10
     train_steps = [r["step"] for r in runs.read_metrics(run, "train")]
-    assert train_steps == list(range(1, 17))  # continued at 8, nothing logged twice
-    assert [r["step"] for r in runs.read_metrics(run, "eval")] == [7, 14, 16]
+    assert train_steps == list(range(1, 11))  # continued at 8, nothing logged twice
+    assert [r["step"] for r in runs.read_metrics(run, "eval")] == [7, 10]
     assert "resuming from" in (run / "train.log").read_text()
     changed = [("2" if a == "1" and argv[i - 1] == "--logging-steps" else a) for i, a in enumerate(argv)]
     bad = subprocess.run([sys.executable, "-m", "tinythinker", *changed], cwd=ROOT,

@@ -337,7 +337,16 @@ class RunRecorder(TrainerCallback):
             self.on_progress(rec)
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or state.best_global_step != state.global_step:
+        if not state.is_world_process_zero:
+            return
+        # The Trainer wrote weights and tokenizer; adding the student's own files makes `--student
+        # runs/x/checkpoints/checkpoint-N` load like best/ does.
+        from tinythinker.students import STUDENT_FILE
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir() and not (checkpoint / STUDENT_FILE).exists():
+            self.student.save(checkpoint)
+        if state.best_global_step != state.global_step:
             return
         # Written next to best/ then swapped in, so best/ is always a complete student folder.
         tmp = self.run / ".best.tmp"
@@ -416,44 +425,8 @@ def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Ra
     return train, val
 
 
-def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                 *, student=None, examples=None, questions=None) -> Phase1Result:
-    """Train (or resume) a phase-1 run in `config.run`. `student` / `examples` / `questions` override what the
-    config names (tests and the app pass objects already in memory); the config still records the names."""
-    config.check()
-    run = Path(config.run)
-    if examples is None or questions is None:
-        loaded_train, loaded_val = load_phase1_data(config)
-        examples = loaded_train if examples is None else examples
-        questions = loaded_val if questions is None else questions
-    source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
-    data = build_stage_data(examples, config.stage_type, config.answer_format, source_name)
-    resumed = runs.prepare_run(run, config.resolved())  # errors on another config before any training
-    handler = _file_logging(run)
-    try:
-        return _train(config, run, data, questions, student, on_progress, resumed)
-    finally:
-        for name in ("tinythinker", "transformers.trainer"):
-            logging.getLogger(name).removeHandler(handler)
-        handler.close()
-
-
-def _train(config, run, data, questions, student, on_progress, resumed) -> Phase1Result:
-    from transformers.trainer_utils import set_seed
-
-    from tinythinker.students import load_student
-
-    set_seed(config.seed)
-    if student is None:
-        student = load_student(resolve_student_path(config.student))
-    log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
-             data.skipped)
-    dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
-    stage_list = list(data.examples)
-    sampler_args = dict(sizes=data.sizes(), stages=stage_list, batch_size=config.batch_size,
-                        interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
-    cycle = cycle_steps(stage_list, config.interval, data.n_options)
-    args = TrainingArguments(
+def training_args(config: Phase1Config, run: Path, cycle: int, quiet: bool) -> TrainingArguments:
+    return TrainingArguments(
         output_dir=str(run / runs.CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -474,21 +447,60 @@ def _train(config, run, data, questions, student, on_progress, resumed) -> Phase
         report_to="none", seed=config.seed, data_seed=config.seed,
         remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=on_progress is not None,
+        disable_tqdm=quiet,
     )
+
+
+def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 *, student=None, examples=None, questions=None) -> Phase1Result:
+    """Train (or resume) a phase-1 run in `config.run`. `student` / `examples` / `questions` override what the
+    config names (tests and the app pass objects already in memory); the config still records the names."""
+    config.check()
+    run = Path(config.run)
+    if examples is None or questions is None:
+        loaded_train, loaded_val = load_phase1_data(config)
+        examples = loaded_train if examples is None else examples
+        questions = loaded_val if questions is None else questions
+    source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
+    data = build_stage_data(examples, config.stage_type, config.answer_format, source_name)
+    cycle = cycle_steps(list(data.examples), config.interval, data.n_options)
+    # Creating the arguments sets up the process group under torchrun / accelerate, so the run folder can be
+    # made by the main process before the others look at it.
+    args = training_args(config, run, cycle, quiet=on_progress is not None)
+    with args.main_process_first(desc="run folder"):
+        resumed = runs.prepare_run(run, config.resolved())  # errors on another config before any training
+    handler = _file_logging(run) if args.process_index == 0 else None
+    try:
+        return _train(config, args, run, data, questions, student, on_progress, resumed)
+    finally:
+        if handler is not None:
+            for name in ("tinythinker", "transformers.trainer"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+
+
+def _train(config, args, run, data, questions, student, on_progress, resumed) -> Phase1Result:
+    from transformers.trainer_utils import set_seed
+
+    from tinythinker.students import load_student
+
+    set_seed(config.seed)
+    if student is None:
+        student = load_student(resolve_student_path(config.student))
+    log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
+             data.skipped)
+    dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
+    sampler_args = dict(sizes=data.sizes(), stages=list(data.examples), batch_size=config.batch_size,
+                        interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
     probe = StageBatchSampler(**sampler_args)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
     trainer = Phase1Trainer(
         model=student.model, args=args, train_dataset=dataset, eval_dataset=questions,
-        data_collator=student.collator(), callbacks=[recorder],
+        data_collator=student.collator(), processing_class=student.tokenizer, callbacks=[recorder],
         student=student, sampler_args=sampler_args, questions=questions, stage_type=config.stage_type,
         restrict_answer=config.restrict_answer, max_new_tokens=config.eval_max_new_tokens,
     )
-    if hasattr(student, "device"):
-        try:
-            student.device = trainer.args.device
-        except AttributeError:
-            pass
+    student.device = trainer.args.device  # the Trainer placed the model; generation must follow it
     checkpoint = runs.last_checkpoint(run)
     if checkpoint is not None:
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
@@ -497,7 +509,7 @@ def _train(config, run, data, questions, student, on_progress, resumed) -> Phase
     elif resumed and trainer.is_world_process_zero():
         runs.truncate_metrics(run, 0)  # killed before its first checkpoint: start the record over
     log.info("training %s on %s, stage type %s, %d steps per epoch, cycle %d steps", config.student, config.data,
-             config.stage_type, len(probe.step_stages()), cycle)
+             config.stage_type, len(probe.step_stages()), args.eval_steps)
     start = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_s = time.time() - start
