@@ -235,3 +235,18 @@ def test_teach_output_folder_as_source(tmp_path):
                                                            "rationales": [r.to_dict()]}) + "\n")
     rats = load_rationales("csqa", PAPER_QS, source=str(tmp_path))
     assert rats == {"x1": [r]}
+
+
+def test_teacher_label_in_force_becomes_the_training_answer(tmp_path, data_dir):
+    from tinythinker.data import load_examples, load_questions
+
+    q = load_questions("csqa", "train", data_dir=data_dir, limit=2)[0]
+    wrong = next(label for label in q.labels if label != q.answer)
+    followed = Rationale("k", {label: "x" for label in q.labels}, "teacher", meta={"verdict": wrong})
+    agreed = Rationale("k", {label: "x" for label in q.labels}, "teacher", meta={"verdict": q.answer})
+    for rats, expected in (([followed], wrong), ([agreed], q.answer)):
+        (tmp_path / "rationales.jsonl").write_text(json.dumps(
+            {"question_id": q.id, "question": q.to_dict(), "rationales": [r.to_dict() for r in rats]}) + "\n")
+        got, got_rats = load_examples("csqa", "train", data_dir=data_dir, limit=2, source=str(tmp_path))[0]
+        assert (got.id, got.answer, got_rats) == (q.id, expected, rats)
+        assert got.meta.get("gold_answer", q.answer) == q.answer

@@ -13,6 +13,7 @@ Sources (the first of each benchmark is its default):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tinythinker.data.benchmarks import BENCHMARKS, USER_FORMATS, load_questions, resolve_data_dir
@@ -79,7 +80,17 @@ def load_examples(name: str, split: str = "train", data_dir: str | Path | None =
     """(question, its rationales) for one split; a question no source covers comes with an empty list."""
     questions = load_questions(name, split, data_dir=data_dir, seed=seed, limit=limit, path=path)
     rationales = load_rationales(name, questions, data_dir=data_dir, source=source, path=path)
-    return [(q, rationales.get(q.id, [])) for q in questions]
+    return [(_label_in_force(q, rationales.get(q.id, [])), rationales.get(q.id, [])) for q in questions]
+
+
+def _label_in_force(q: Question, rats: list[Rationale]) -> Question:
+    """A teacher that followed its own majority answer (the paper's notebook does) records it as `verdict`: train
+    the Summarize target on that label too, or the explanations would argue for one option and the answer name
+    another. The benchmark's label stays in meta["gold_answer"]."""
+    verdicts = {r.meta["verdict"] for r in rats if r.meta.get("verdict")}
+    if len(verdicts) != 1 or q.answer in verdicts:
+        return q
+    return replace(q, answer=verdicts.pop(), meta={**q.meta, "gold_answer": q.answer})
 
 
 def rationale_coverage(examples: list[tuple[Question, list[Rationale]]]) -> dict[str, float | int]:
