@@ -98,9 +98,9 @@ def build(ctx) -> None:
         with gr.Row():
             benchmark = gr.Dropdown(list(BENCHMARKS), value="csqa", label="benchmark")
             split = gr.Dropdown(list(SPLITS), value="validation", label="split")
-            limit = gr.Number(0, precision=0, minimum=0, label="first N questions (0 = all)")
+            limit = gr.Number(0, precision=0, minimum=0, label="first N questions (0 = all)", elem_id="compare-limit")
         kind = gr.Radio([ALL, *FLIP_KINDS], value=ALL, label="show", elem_id="compare-filter")
-        run_split = gr.Button("Compare over the split", variant="primary", elem_id="compare-split")
+        run_split = gr.Button("Compare over the split", variant="primary", elem_id="compare-run-split")
         summary = gr.Markdown(elem_id="compare-summary")
         chart = gr.Plot()
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="compare-table")
