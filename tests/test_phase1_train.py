@@ -45,12 +45,13 @@ def config(tmp_path, **kw):
     return Phase1Config(**base)
 
 
-@pytest.mark.parametrize("kind,stage_type", [("seq2seq", "recall_analyze_summarize"), ("causal", "summarize"),
-                                             ("bert2bert", "analyze_summarize")])
-def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind, stage_type):
+@pytest.mark.parametrize("kind,stage_type,order", [
+    ("seq2seq", "recall_analyze_summarize", "interval"), ("causal", "summarize", "interval"),
+    ("bert2bert", "analyze_summarize", "interval"), ("causal", "recall_summarize", "mixed")])
+def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind, stage_type, order):
     examples = make_examples()
     questions = [q for q, _ in examples[:3]]
-    cfg = config(tmp_path, stage_type=stage_type)
+    cfg = config(tmp_path, stage_type=stage_type, order=order)
     progress = []
     result = train_phase1(cfg, progress.append, student=tiny_student(kind), examples=examples, questions=questions)
     run = Path(cfg.run)
@@ -60,11 +61,11 @@ def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind
     assert [r["step"] for r in train] == list(range(1, 8))
     data = build_stage_data(examples, stage_type)
     sizes = {s: -(-n // 2) for s, n in data.sizes().items()}  # batches of 2
-    order = interval_order(sizes, stages.stages_of(stage_type), 1, 3)
-    assert [r["stage"] for r in train] == [order[(r["step"] - 1) % len(order)] for r in train]
+    schedule = interval_order(sizes, stages.stages_of(stage_type), 1, 3) if order == "interval" else ["mixed"]
+    assert [r["stage"] for r in train] == [schedule[(r["step"] - 1) % len(schedule)] for r in train]
     assert all(r["loss"] > 0 for r in train)
     evals = runs.read_metrics(run, "eval")
-    cycle = {"recall_analyze_summarize": 5, "summarize": 1, "analyze_summarize": 4}[stage_type]
+    cycle = {"recall_analyze_summarize": 5, "summarize": 1, "analyze_summarize": 4, "recall_summarize": 2}[stage_type]
     expected = sorted({*range(cycle, 8, cycle), 7})
     assert [r["step"] for r in evals] == expected
     assert all(r["questions"] == 3 and 0 <= r["accuracy"] <= 1 for r in evals)
