@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -353,7 +353,7 @@ class RunRecorder(TrainerCallback):
         old = self.run / ".best.old"
         for p in (tmp, old):
             if p.exists():
-                _rmtree(p)
+                shutil.rmtree(p)
         self.student.save(tmp)
         (tmp / "phase1_best.json").write_text(json.dumps(
             {"step": state.global_step, "accuracy": state.best_metric}, indent=2) + "\n")
@@ -362,14 +362,8 @@ class RunRecorder(TrainerCallback):
             best.rename(old)
         tmp.rename(best)
         if old.exists():
-            _rmtree(old)
+            shutil.rmtree(old)
         log.info("new best accuracy %.4f at step %d -> %s", state.best_metric, state.global_step, best)
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p)
 
 
 @dataclass
@@ -529,11 +523,3 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
                                   "best_accuracy": result.best_accuracy, "best_step": result.best_step,
                                   "peak_rss_mb": result.peak_rss_mb, "time": time.time()})
     return result
-
-
-def steps_per_epoch(data: StageData, config: Phase1Config, world_size: int = 1) -> int:
-    """Optimizer steps in one epoch (for planning a budget)."""
-    n = config.batch_size * world_size * config.grad_accum
-    if config.order == "mixed":
-        return math.ceil(sum(data.sizes().values()) / n)
-    return sum(math.ceil(k / n) for k in data.sizes().values())
