@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -65,7 +66,24 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--stage-type", default="recall_analyze")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--snapshot", default=None,
+                    help="copy FROM's config, metrics and best/ here first and start from the copy: phase 1 may "
+                         "still be training and replace its best/ while phase 2 reads it")
     args = ap.parse_args()
+
+    if args.snapshot:
+        snap = Path(args.snapshot)
+        if not snap.exists():
+            tmp = snap.with_name(snap.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            src = Path(args.from_run)
+            for name in (runs.CONFIG, runs.METRICS):
+                shutil.copy2(src / name, tmp / name)
+            shutil.copytree(src / runs.BEST, tmp / runs.BEST)
+            tmp.rename(snap)
+        args.snapshot_of = args.from_run
+        args.from_run = str(snap)
 
     run = Path(args.run)
     db = args.db or str(run.with_suffix(".db"))
@@ -90,7 +108,8 @@ def main() -> int:
             "steps", "train_s", "wall_s", "evals")
     best = max((r["val_acc"] for r in its), default=None)
     results = {"phase2": {
-        "command": shown, "from": args.from_run, "run": args.run, "phase1": phase1_summary(Path(args.from_run)),
+        "command": shown, "from": args.from_run, "snapshot_of": getattr(args, "snapshot_of", None), "run": args.run,
+        "phase1": phase1_summary(Path(args.from_run)),
         "settings": {k: getattr(args, k) for k in ("iterations", "samples", "limit", "eval_limit", "cycles",
                                                     "batch_size", "lr", "stage_type", "seed")},
         "baseline_val_acc": base_acc, "baseline_invalid_rate": baseline[0]["invalid_rate"] if baseline else None,
