@@ -11,8 +11,11 @@ bench/out/phase2.json:
 `baseline_val_acc` is the phase-1 checkpoint scored by phase 2 itself on the same validation questions as every
 iteration (iteration 0); `phase1` repeats what the phase-1 run recorded about itself.
 
-    .venv/bin/python bench/phase2.py --from runs/bench-csqa-p1 --run runs/bench-csqa-p2 --limit 60 \\
-        --eval-limit 150 --samples 6 --cycles 2 --batch-size 16 --lr 1e-5
+    .venv/bin/python bench/phase2.py --from runs/bench-csqa-p1 --snapshot runs/bench-csqa-p1-snap \\
+        --run runs/bench-csqa-p2 --limit 16 --samples 4 --eval-limit 50 --cycles 1 --batch-size 16 --lr 2e-5
+
+The defaults are sized for about 30 minutes on 2 shared CPU cores; the paper's scale (full train set, 10
+samples, 10 cycles, lr 5e-6) is `--limit 9741 --samples 10 --cycles 10 --batch-size 32 --lr 5e-6`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def phase1_summary(path: Path) -> dict:
         "run": str(path), "student": config.get("student"), "stage_type": config.get("stage_type"),
         "train_questions": config.get("limit"), "eval_limit": config.get("eval_limit"),
         "best_val_acc": max((r["accuracy"] for r in evals), default=None),
+        "best_step": max(evals, key=lambda r: r["accuracy"])["step"] if evals else None,
+        "eval_questions": evals[-1].get("questions") if evals else None,
         "last_val_acc": evals[-1]["accuracy"] if evals else None,
     }
 
@@ -58,12 +63,12 @@ def main() -> int:
     ap.add_argument("--run", default="runs/bench-csqa-p2")
     ap.add_argument("--db", default=None, help="store for the bench (default: RUN.db next to the run folder)")
     ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=6)
-    ap.add_argument("--limit", type=int, default=60)
-    ap.add_argument("--eval-limit", type=int, default=150)
-    ap.add_argument("--cycles", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=16)
+    ap.add_argument("--eval-limit", type=int, default=50)
+    ap.add_argument("--cycles", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--stage-type", default="recall_analyze")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--snapshot", default=None,
