@@ -227,7 +227,8 @@ def test_zero_pairs_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
     assert store_rows(db, "SELECT COUNT(*) FROM pairs") == [(0,)]
 
 
-def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch, kind):
     from tinythinker.store import Store
 
     def no_sampling(*a, **k):
@@ -235,7 +236,7 @@ def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch):
 
     monkeypatch.setattr(phase2, "sample_recalls", no_sampling)
     monkeypatch.setattr(phase2, "evaluator", lambda *a, **k: lambda s: {"accuracy": 0.5, "invalid_rate": 0.0, "n": 3})
-    p1 = phase1_run(tmp_path)
+    p1 = phase1_run(tmp_path, kind=kind)
     qs, teacher, val = data()
     db = str(tmp_path / "store.db")
     with Store(db) as store:
@@ -248,6 +249,7 @@ def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch):
     assert it["curated_pairs"] == 1 and it["auto_pairs"] == 0 and it["pairs"]["recall"] == 1
     pairs = [json.loads(line) for line in (tmp_path / "p2" / "iter_1" / "pairs.jsonl").read_text().splitlines()]
     assert pairs[0]["source"] == "curated" and pairs[0]["chosen"] == "the house has water"
+    assert (tmp_path / "p2" / "best").is_dir() and it["reward_margin"] is not None
 
 
 @pytest.mark.slow
