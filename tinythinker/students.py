@@ -95,7 +95,7 @@ class Student:
         if budget < 8:
             raise ValueError(f"max_source_length={max_length} leaves no room for the input")
         out = []
-        for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
             if len(ids) > budget:
                 # Keep a quarter from the head (stem, options) and the rest from the tail (latest stage line).
                 head = budget // 4

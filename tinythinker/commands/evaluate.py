@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None,
                    help=f"traces JSONL (default: {DEFAULT_OUT_DIR}/<student>-<data>-<split>-<time>.jsonl)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often faster on a busy shared machine)")
     g = p.add_argument_group("sampling (any of these turns sampling on for --sample-stages)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     g.add_argument("--top-k", type=int, default=None, help="top-k (0 = off)")
@@ -92,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
     sampling = sampling_from_args(args)  # bad flags fail before the slow loads
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     questions = load_questions(args.data, args.split, data_dir=args.data_dir, seed=args.seed, limit=args.limit,
                                path=args.path)
     if not questions:

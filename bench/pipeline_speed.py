@@ -1,0 +1,124 @@
+"""Naive vs batched staged inference: same student, same CSQA validation questions, same greedy decoding.
+
+naive:   one generate call per question for Recall, one per (question, option) for Analyze, one per question
+         for Summarize: what a straightforward loop over the paper's stages does.
+batched: `tinythinker.pipeline.run_pipeline`: per batch of questions one Recall call, one Analyze call for all
+         options of all questions, one Summarize call.
+
+The two must agree on every greedy prediction (the script fails otherwise) and, up to float rounding across
+batch shapes, on every stage's text. The machine is shared, so the two runs alternate over blocks of questions
+and each method's time is the sum over its blocks: a load spike then hurts both, not one. One torch thread by
+default (see --threads).
+
+    .venv/bin/python bench/pipeline_speed.py            # 200 questions, minilm-bert2bert; JSON to bench/out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tinythinker import stages  # noqa: E402
+from tinythinker.data import load_questions  # noqa: E402
+from tinythinker.pipeline import GREEDY, accuracy, run_pipeline  # noqa: E402
+from tinythinker.students import load_student  # noqa: E402
+from tinythinker.types import Question, Trace  # noqa: E402
+
+
+def naive_trace(student, q: Question, restrict_answer: bool) -> Trace:
+    """The staged pipeline written as the obvious loop: one input per generate call."""
+    def gen(text: str, stage: str) -> str:
+        sc = GREEDY.stage(stage)
+        return student.generate([text], max_new_tokens=sc.max_new_tokens)[0]
+
+    recall = gen(stages.recall_input(q), stages.RECALL)
+    analyses = {lab: gen(stages.analyze_input(q, recall, lab), stages.ANALYZE) for lab in q.labels}
+    prompt = stages.summarize_input(q, recall, analyses)
+    if restrict_answer:
+        choices = ([stages.summarize_target(lab) for lab in q.labels]
+                   + [stages.summarize_target(lab, q.option_text(lab)) for lab in q.labels])
+        summary = choices[student.generate_choice([prompt], [choices])[0]]
+    else:
+        summary = gen(prompt, stages.SUMMARIZE)
+    predicted = stages.parse_answer(summary, q.labels)
+    return Trace(q, recall, analyses, summary, predicted, predicted == q.answer)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", default="minilm-bert2bert")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--limit", type=int, default=200, help="CSQA validation questions")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--blocks", type=int, default=4, help="alternate naive and batched over this many blocks")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 by default because on a shared 2-core machine a second thread mostly "
+                         "spins (measured 5x slower for both methods with 2 under load); 0 = torch's choice")
+    ap.add_argument("--free-answer", action="store_true",
+                    help="decode Summarize freely (default: restricted to the valid answers, so that every "
+                         "prediction is a letter and the comparison has teeth even for an untrained student)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "pipeline_speed.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    restrict = not args.free_answer
+
+    questions = load_questions("csqa", "validation", data_dir=args.data_dir, limit=args.limit)
+    student = load_student(args.student, device="cpu")
+    student.generate([stages.recall_input(questions[0])], max_new_tokens=2)  # warm-up, not timed
+
+    size = -(-len(questions) // args.blocks)
+    naive, batched, blocks = [], [], []
+    for b in range(0, len(questions), size):
+        block = questions[b:b + size]
+        t0 = time.perf_counter()
+        naive += [naive_trace(student, q, restrict) for q in block]
+        t1 = time.perf_counter()
+        batched += run_pipeline(student, block, batch_size=args.batch_size, restrict_answer=restrict)
+        t2 = time.perf_counter()
+        blocks.append({"questions": len(block), "naive_s": round(t1 - t0, 2), "batched_s": round(t2 - t1, 2)})
+        print(f"block {len(blocks)}: {len(block)} questions, naive {t1 - t0:.1f} s, batched {t2 - t1:.1f} s",
+              flush=True)
+
+    naive_s = sum(x["naive_s"] for x in blocks)
+    batched_s = sum(x["batched_s"] for x in blocks)
+    same_pred = [a.predicted == b.predicted for a, b in zip(naive, batched, strict=True)]
+    same_text = [(a.recall, a.analyses, a.summary) == (b.recall, b.analyses, b.summary)
+                 for a, b in zip(naive, batched, strict=True)]
+    result = {
+        "student": args.student, "data": "csqa validation", "questions": len(questions),
+        "batch_size": args.batch_size, "restrict_answer": restrict, "torch_threads": torch.get_num_threads(),
+        "max_new_tokens": {s: GREEDY.stage(s).max_new_tokens for s in stages.STAGES},
+        "naive": {"seconds": round(naive_s, 1), "questions_per_second": round(len(questions) / naive_s, 3),
+                  **accuracy(naive)},
+        "batched": {"seconds": round(batched_s, 1), "questions_per_second": round(len(questions) / batched_s, 3),
+                    **accuracy(batched)},
+        "speedup": round(naive_s / batched_s, 2),
+        "identical_predictions": all(same_pred),
+        "identical_stage_texts": sum(same_text) / len(same_text),
+        "blocks": blocks,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "command": "python " + " ".join(sys.argv),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if not all(same_pred):
+        bad = [q.id for q, ok in zip(questions, same_pred, strict=True) if not ok]
+        print(f"FAIL: batched and naive predictions differ on {len(bad)} questions: {bad[:10]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
