@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=os.environ.get("TINYTHINKER_DB", "annotations/tinythinker.db"),
                    help="annotation store (SQLite)")
     p.add_argument("--student", default=None, help="the default student (default: minilm-bert2bert)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the app's own inference (0 = torch's default); training jobs are "
+                        "separate processes and keep their own")
     return p
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     app.queue(default_concurrency_limit=4)
     app.launch(prevent_thread_lock=True, server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
                **launch_kwargs())
-    warm_up()
+    warm_up(args.threads)
     app.block_thread()
     return 0
 

@@ -2,6 +2,7 @@
 traces. Writes bench/out/app_latency.json.
 
     .venv/bin/python bench/app_latency.py [--data-dir ../shared/data] [--student minilm-bert2bert] [--repeats 5]
+                                          [--threads 1] [--parts startup step compare]
 
 Step-through is measured warm (the app loads a model once and caches it; the one-off load is reported apart).
 Compare is measured through the HTTP API, as the browser calls it, on traces already cached: the cache is filled
@@ -90,7 +91,7 @@ def compare_open(ctx, repeats: int) -> dict:
     """Fill the trace cache of two tiny students over CSQA validation, then time /compare_split over HTTP."""
     from gradio_client import Client
 
-    from demo.app import build_app
+    from demo.app import build_app, launch_kwargs
     from tinythinker.tiny import tiny_student
 
     questions = ctx.questions("csqa", "validation")
@@ -103,7 +104,7 @@ def compare_open(ctx, repeats: int) -> dict:
     fill_s = time.perf_counter() - t
     app = build_app(ctx)
     app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         client = Client(app.local_url, verbose=False)
         times = []
@@ -124,23 +125,36 @@ def main() -> int:
     p.add_argument("--data-dir", default=os.environ.get("TINYTHINKER_DATA_DIR", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--student", default="minilm-bert2bert")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py --threads")
+    p.add_argument("--parts", nargs="+", default=["startup", "step", "compare"],
+                   choices=["startup", "step", "compare"])
     args = p.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from demo.context import AppContext
     from tinythinker.workspace import Workspace
 
-    results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpus": os.cpu_count()}
+    results: dict = json.loads(OUT.read_text()) if OUT.is_file() else {}  # parts not rerun are kept
+    results.update({"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
+                    "load_average_at_start": os.getloadavg(), "threads": args.threads})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "runs").mkdir()
         (work / "annotations").mkdir()
         ws = Workspace(runs_dir=work / "runs", db=work / "annotations" / "t.db", data_dir=args.data_dir)
         ctx = AppContext(ws=ws, default_student=args.student)
-        results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
-        print("startup", results["startup_s"], flush=True)
-        results["step_through"] = step_stage(ctx, args.student, args.repeats)
-        print("step", results["step_through"], flush=True)
-        results["compare"] = compare_open(ctx, args.repeats)
-        print("compare", results["compare"], flush=True)
+        if "startup" in args.parts:
+            results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
+            print("startup", results["startup_s"], flush=True)
+        if "step" in args.parts:
+            results["step_through"] = step_stage(ctx, args.student, args.repeats)
+            print("step", results["step_through"], flush=True)
+        if "compare" in args.parts:
+            results["compare"] = compare_open(ctx, args.repeats)
+            print("compare", results["compare"], flush=True)
+        results["load_average_at_end"] = os.getloadavg()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

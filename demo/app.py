@@ -35,11 +35,19 @@ def quick_run(ctx: AppContext) -> str:
             f"pick `{job.name}/best` in Step through (press ↻ to refresh the list).")
 
 
-def warm_up() -> threading.Thread:
+def warm_up(threads: int | None = 1) -> threading.Thread:
     """Import the model stack (torch, transformers) in the background once the app is serving, so start-up does
-    not wait for it and the first click mostly does not either."""
+    not wait for it and the first click mostly does not either.
+
+    `threads` sets torch's intra-op threads. One by default: the app generates for one question at a time, where
+    the matrices are too small for threads to pay for their synchronisation; on this shared 2-core machine one
+    Recall of the default student took 9 s with 1 thread and 52-68 s with 2 (bench/app_latency.py notes)."""
 
     def load():
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
         import tinythinker.pipeline  # noqa: F401
 
     thread = threading.Thread(target=load, name="warm-up", daemon=True)
