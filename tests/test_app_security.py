@@ -127,3 +127,18 @@ def test_job_choices_match_phase2():
 
     assert set(jobs.DPO_STAGE_TYPES) == set(phase2.DPO_STAGE_TYPES)
     assert tuple(jobs.PAIR_MODES) == tuple(phase2.PAIR_MODES)
+
+
+def test_progress_reads_the_trainer_bar_and_reflect_iterations(ws):
+    fake = ws.runs_dir / ".jobs" / "r"
+    fake.mkdir(parents=True)
+    job = jobs.Job(run_dir=ws.runs_dir / "r", pid=1, argv=["python", "-m", "tinythinker", "train"], kind="t",
+                   started=0.0, finished=1.0, returncode=0)
+    assert jobs.progress(job) is None
+    (fake / "job.log").write_text("Loading weights: 100%|#####| 99/99 [00:00]\n"
+                                  "  10%|#   | 12/120 [00:05<00:40]\r  25%|##  | 30/120 [00:10<00:30]\n"
+                                  "Loading weights: 100%|#####| 99/99 [00:00]\n")
+    assert jobs.progress(job) == 0.25
+    job.argv = ["python", "-m", "tinythinker", "reflect", "--iterations", "4"]
+    (fake / "job.log").write_text("t step 5/10\nt iteration 1 done: pairs 3\nt step 5/10")
+    assert jobs.progress(job) == (1 + 0.5) / 4

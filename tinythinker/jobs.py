@@ -300,7 +300,11 @@ def list_jobs(ws: Workspace) -> list[Job]:
     return sorted(jobs, key=lambda j: j.started, reverse=True)
 
 
-_PERCENT_RE = re.compile(r"(\d{1,3})%\|")
+# The Trainer's bar has no description ("  45%|####  | 54/120 [...]"), unlike model-loading bars
+# ("Loading weights: 100%|...| 99/99"); phase 2's printer writes "step 12/40" and "iteration 2 done".
+_TRAINER_BAR_RE = re.compile(r"^\s*\d{1,3}%\|[^|]*\|\s*(\d+)/(\d+)")
+_REFLECT_STEP_RE = re.compile(r"\bstep (\d+)/(\d+)\b")
+_ITERATION_DONE_RE = re.compile(r"\biteration (\d+) done\b")
 
 
 def log_tail(job: Job, lines: int = 40) -> str:
@@ -318,9 +322,24 @@ def log_tail(job: Job, lines: int = 40) -> str:
 
 
 def progress(job: Job) -> float | None:
-    """Fraction done, read from the last tqdm bar in the log; None before the first bar."""
-    matches = _PERCENT_RE.findall(log_tail(job, lines=400))
-    return int(matches[-1]) / 100 if matches else None
+    """Fraction done, read from the job's log; None before it reports any step.
+
+    Phase 1: the Trainer's bar. Phase 2: finished iterations plus the current iteration's DPO steps, over
+    `--iterations`."""
+    segment = None
+    done_iterations = 0
+    for row in log_tail(job, lines=2000).split("\n"):
+        m = _TRAINER_BAR_RE.match(row) or _REFLECT_STEP_RE.search(row)
+        if m and int(m.group(2)) > 0:
+            segment = int(m.group(1)) / int(m.group(2))
+        if (d := _ITERATION_DONE_RE.search(row)) is not None:
+            done_iterations, segment = int(d.group(1)), 0.0
+    if "reflect" in job.argv and "--iterations" in job.argv:
+        total = int(job.argv[job.argv.index("--iterations") + 1])
+        if segment is None and not done_iterations:
+            return None
+        return min(1.0, (done_iterations + (segment or 0.0)) / total)
+    return segment
 
 
 def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert") -> TrainSettings:
