@@ -21,17 +21,26 @@ def training_curves(records: list[dict], title: str = "Training") -> go.Figure:
     """Loss per logging step, one line per stage (the interval schedule shows as interleaved stages), and
     validation accuracy per evaluation below it."""
     train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
+    dpo = [r for r in records if r.get("kind") == "dpo"]
     evals = [r for r in records if r.get("kind") == "eval" and r.get("accuracy") is not None]
-    if not train and not evals:
+    if not train and not evals and not dpo:
         return _empty(title, "no metrics yet")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=("loss by stage", "validation accuracy"))
+                        subplot_titles=("loss by stage" if not dpo else "DPO loss, NLL loss, reward margin",
+                                        "validation accuracy"))
     by_stage: dict[str, list[dict]] = defaultdict(list)
     for r in train:
         by_stage[str(r.get("stage", "all"))].append(r)
     for stage, rows in by_stage.items():
         fig.add_trace(go.Scatter(x=[r.get("step", i) for i, r in enumerate(rows)], y=[r["loss"] for r in rows],
                                  mode="lines+markers", name=f"loss {stage}", marker_size=4), row=1, col=1)
+    # Phase 2 (DPO + NLL): both loss terms and the reward margin the preference loss pushes up.
+    for key in ("dpo_loss", "nll_loss", "rewards/margins"):
+        rows = [r for r in dpo if r.get(key) is not None]
+        if rows:
+            fig.add_trace(go.Scatter(x=[r.get("step", i) for i, r in enumerate(rows)], y=[r[key] for r in rows],
+                                     mode="lines+markers", name=key.replace("rewards/", "reward "), marker_size=4),
+                          row=1, col=1)
     if evals:
         fig.add_trace(go.Scatter(x=[r.get("step", i) for i, r in enumerate(evals)],
                                  y=[r["accuracy"] for r in evals], mode="lines+markers", name="val accuracy"),
