@@ -16,6 +16,7 @@ from tinythinker.phase1 import (
     build_stage_data,
     encode_stage_data,
     resolve_student_path,
+    scaled_optimizer,
     train_phase1,
 )
 from tinythinker.schedule import interval_order
@@ -51,7 +52,9 @@ def config(tmp_path, **kw):
 def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind, stage_type, order):
     examples = make_examples()
     questions = [q for q, _ in examples[:3]]
-    cfg = config(tmp_path, stage_type=stage_type, order=order)
+    # bert2bert also exercises the cross-attention learning-rate knob (its cross-attention is new).
+    cfg = config(tmp_path, stage_type=stage_type, order=order,
+                 cross_attention_lr_scale=10.0 if kind == "bert2bert" else 1.0)
     progress = []
     result = train_phase1(cfg, progress.append, student=tiny_student(kind), examples=examples, questions=questions)
     run = Path(cfg.run)
@@ -103,6 +106,16 @@ def test_answer_target_survives_truncation_and_padding_end_to_end():
     cb = causal.collator()([feats[i] for i in range(len(feats))])
     for (_, target), labels in zip(pairs, cb["labels"].tolist(), strict=True):
         assert causal.decode([t for t in labels if t != -100]) == target
+
+
+def test_cross_attention_lr_scale_groups_and_clear_error(tmp_path):
+    cfg = config(tmp_path, cross_attention_lr_scale=10.0, weight_decay=0.1)
+    opt = scaled_optimizer(tiny_student("bert2bert").model, cfg)
+    lrs = {(g["lr"], g["weight_decay"]) for g in opt.param_groups}
+    assert lrs == {(1e-2, 0.1), (1e-2, 0.0), (1e-3, 0.1), (1e-3, 0.0)}
+    assert scaled_optimizer(tiny_student("bert2bert").model, config(tmp_path)) is None
+    with pytest.raises(ValueError, match="no 'crossattention' weights"):
+        scaled_optimizer(tiny_student("causal").model, cfg)
 
 
 def test_run_folder_with_another_config_fails_before_training(tmp_path):

@@ -53,6 +53,9 @@ class Phase1Config:
     lr: float = 5e-4  # the paper's released scripts (T5-small)
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    # A bert2bert warm start has randomly initialised cross-attention while everything else is pretrained; a
+    # larger learning rate for those weights is a recipe knob against a decoder that learns to ignore its input.
+    cross_attention_lr_scale: float = 1.0
     grad_accum: int = 1
     # "letter": the paper's `So the answer is option X.`; "letter_text": `(X) TEXT. So the answer is option X.`
     answer_format: str = "letter"
@@ -78,6 +81,8 @@ class Phase1Config:
             raise ValueError("epochs must be positive (or give max_steps)")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.cross_attention_lr_scale <= 0:
+            raise ValueError(f"cross_attention_lr_scale must be positive, got {self.cross_attention_lr_scale}")
 
     def resolved(self) -> dict[str, Any]:
         """What config.json holds: every field, plus what kind of run it is."""
@@ -419,6 +424,29 @@ def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Ra
     return train, val
 
 
+CROSS_ATTENTION = "crossattention"  # the name of BERT's decoder cross-attention modules
+
+
+def scaled_optimizer(model, config: Phase1Config) -> torch.optim.Optimizer | None:
+    """AdamW with the cross-attention weights at `lr x cross_attention_lr_scale` (None: the Trainer's own).
+
+    Handed to a stock Trainer through `optimizers=`, which still builds the warm-up / decay schedule on it."""
+    if config.cross_attention_lr_scale == 1.0:
+        return None
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            # Decay weight matrices, not biases and norms (nanoGPT's rule).
+            groups.setdefault((CROSS_ATTENTION in name, p.ndim >= 2), []).append(p)
+    if not any(cross for cross, _ in groups):
+        raise ValueError(f"cross_attention_lr_scale={config.cross_attention_lr_scale}, but the student has no "
+                         f"'{CROSS_ATTENTION}' weights (only a bert2bert warm start has new cross-attention)")
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": config.lr * (config.cross_attention_lr_scale if cross else 1.0),
+          "weight_decay": config.weight_decay if decay else 0.0} for (cross, decay), ps in groups.items()],
+        lr=config.lr)
+
+
 def training_args(config: Phase1Config, run: Path, cycle: int, quiet: bool) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(run / runs.CHECKPOINTS),
@@ -488,8 +516,10 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
                         interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
     probe = StageBatchSampler(**sampler_args)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
+    optimizer = scaled_optimizer(student.model, config)
     trainer = Phase1Trainer(
         model=student.model, args=args, train_dataset=dataset, eval_dataset=questions,
+        optimizers=(optimizer, None),
         data_collator=student.collator(), processing_class=student.tokenizer, callbacks=[recorder],
         student=student, sampler_args=sampler_args, questions=questions, stage_type=config.stage_type,
         restrict_answer=config.restrict_answer, max_new_tokens=config.eval_max_new_tokens,

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--cross-attention-lr-scale", type=float, default=d.cross_attention_lr_scale,
+                   help="bert2bert: learning rate multiplier for the new (randomly initialised) cross-attention")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--answer-format", default=d.answer_format, choices=ANSWER_FORMATS,
                    help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'")
@@ -61,7 +63,8 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         stage_type=args.stage_type, run=args.run, interval=args.interval, epochs=args.epochs,
         max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        warmup_steps=args.warmup_steps, seed=args.seed, answer_format=args.answer_format, order=args.order,
+        warmup_steps=args.warmup_steps, cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed,
+        answer_format=args.answer_format, order=args.order,
         restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,
         max_source_length=args.max_source_length,
         max_target_length=args.max_target_length, logging_steps=args.logging_steps,
