@@ -35,6 +35,10 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
     "bert2bert-full": ("minilm-bert2bert", "recall_analyze_summarize", RECIPE),
     "bert2bert-recall": ("minilm-bert2bert", "recall_summarize", RECIPE),
     "bert2bert-analyze": ("minilm-bert2bert", "analyze_summarize", RECIPE),
+    # The "warm-up of the new cross-attention" idea: those weights at 10x the learning rate.
+    "bert2bert-answer-xattn": ("minilm-bert2bert", "summarize", [*RECIPE, "--cross-attention-lr-scale", "10"]),
+    "bert2bert-full-xattn": ("minilm-bert2bert", "recall_analyze_summarize",
+                             [*RECIPE, "--cross-attention-lr-scale", "10"]),
     "smollm2-answer": ("smollm2-135m", "summarize", RECIPE),
     "smollm2-full": ("smollm2-135m", "recall_analyze_summarize", RECIPE),
 }
@@ -112,7 +116,7 @@ def main() -> int:
     args.run_for = {full: args.full_run}
     for name in args.only:
         student, stage_type, extra = EXPERIMENTS[name]
-        label = stage_type
+        label = stage_type + ("+xattn10" if "--cross-attention-lr-scale" in extra else "")
         record = run_one(name, args)
         results = load()
         results["phase1"].setdefault(student, {})[label] = record
