@@ -12,7 +12,7 @@ bench/out/phase2.json:
 iteration (iteration 0); `phase1` repeats what the phase-1 run recorded about itself.
 
     .venv/bin/python bench/phase2.py --from runs/bench-csqa-p1 --snapshot runs/bench-csqa-p1-snap \\
-        --run runs/bench-csqa-p2 --limit 16 --samples 4 --eval-limit 50 --cycles 1 --batch-size 16 --lr 2e-5
+        --run runs/bench-csqa-p2 --limit 16 --samples 4 --eval-limit 100 --cycles 1 --batch-size 16 --lr 2e-5
 
 The defaults are sized for about 30 minutes on 2 shared CPU cores; the paper's scale (full train set, 10
 samples, 10 cycles, lr 5e-6) is `--limit 9741 --samples 10 --cycles 10 --batch-size 32 --lr 5e-6`.
@@ -65,11 +65,13 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--limit", type=int, default=16)
-    ap.add_argument("--eval-limit", type=int, default=50)
+    ap.add_argument("--eval-limit", type=int, default=100)
     ap.add_argument("--cycles", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--stage-type", default="recall_analyze")
+    ap.add_argument("--eval-batch-size", type=int, default=50)
+    ap.add_argument("--sample-batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--snapshot", default=None,
                     help="copy FROM's config, metrics and best/ here first and start from the copy: phase 1 may "
@@ -95,7 +97,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "tinythinker", "reflect", "--from", args.from_run, "--run", args.run,
            "--iterations", str(args.iterations), "--samples", str(args.samples), "--limit", str(args.limit),
            "--eval-limit", str(args.eval_limit), "--cycles", str(args.cycles), "--batch-size", str(args.batch_size),
-           "--lr", str(args.lr), "--stage-type", args.stage_type, "--seed", str(args.seed), "--db", db]
+           "--lr", str(args.lr), "--stage-type", args.stage_type, "--seed", str(args.seed), "--db", db,
+           "--eval-batch-size", str(args.eval_batch_size), "--sample-batch-size", str(args.sample_batch_size)]
     shown = " ".join(shlex.quote(c if i else ".venv/bin/python") for i, c in enumerate(cmd))
     print(shown, flush=True)
     t0 = time.time()
