@@ -160,7 +160,9 @@ def models(ctx) -> list[str]:
         return store.models()
 
 
-def build(ctx) -> None:
+def build(ctx, saved_name: gr.BrowserState):
+    """`saved_name` (created at the top level, outside the lazily rendered tabs) remembers the annotator in the
+    browser, so a page reload does not ask who is labelling again."""
     known = models(ctx)
     with gr.Row():
         annotator = gr.Textbox(label="annotator name", max_lines=1, elem_id="annotate-annotator")
@@ -226,3 +228,5 @@ def build(ctx) -> None:
     b_undo.click(friendly(lambda a: undo(ctx, a)), annotator, outputs, api_name="annotate_undo")
     b_export.click(friendly(lambda *a: export(ctx, *a)), [fmt, out_name, which], report, api_name="annotate_export")
     b_stats.click(friendly(lambda: stats(ctx)), None, report, api_name="annotate_stats")
+    annotator.change(lambda name: name, annotator, saved_name, api_visibility="private")
+    return (lambda name: name or gr.skip()), saved_name, annotator  # the app's load event restores the name

@@ -68,6 +68,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                         elem_id="first-start")
             start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run")
             quick_status = gr.Markdown(elem_id="quick-run-status")
+        saved_name = gr.BrowserState("", storage_key="tinythinker-annotator")
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 explore.build(ctx)
@@ -78,7 +79,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 train.build(ctx)
             with gr.Tab("Annotate", id="annotate"):
-                annotate.build(ctx)
+                restore_name = annotate.build(ctx, saved_name)
             with gr.Tab("Results", id="results"):
                 list_runs, run_outputs = results.build(ctx)
 
@@ -86,4 +87,5 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         start_quick.click(friendly(lambda: quick_run(ctx)), None, quick_status, api_name="quick_run")
         app.load(lambda: gr.update(visible=not ctx.has_trained()), None, first_start, api_visibility="private")
         app.load(list_runs, None, run_outputs, api_visibility="private")
+        app.load(*restore_name, api_visibility="private")
     return app
