@@ -428,7 +428,7 @@ def load_student(name_or_path: str | Path, kind: str | None = None, device: str 
             raise StudentLoadError(f"{path} is not a model folder (no config.json). {_offline_help()}")
         name = path.parent.name if path.name == "best" else path.name
         return _load_pretrained(str(path), kind, name, device)
-    if source.startswith((".", "/", "~")) or os.sep + os.sep in source:
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an `owner/name` hub id
         raise StudentLoadError(f"no such student folder: {source}. {_offline_help()}")
     try:
         return _load_pretrained(source, kind, source, device)
