@@ -46,7 +46,7 @@ def build(ctx) -> None:
     refresh = gr.Button("↻ Refresh runs", size="sm")
     runs = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="results-table")
     by_type = gr.Plot()
-    run = gr.Dropdown([], label="run", elem_id="results-run")
+    run = gr.Dropdown([], label="run (folder in runs/)", allow_custom_value=True, elem_id="results-run")
     with gr.Row():
         curves = gr.Plot()
         iterations = gr.Plot()

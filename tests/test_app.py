@@ -227,3 +227,15 @@ def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_run_and_export_fields_cannot_leave_the_workspace(served):
+    ctx, client = served
+    for bad in ("../../etc", "/etc", "tiny-a/../../.."):
+        with pytest.raises(Exception, match="outside the workspace"):
+            client.predict(bad, api_name="/run_detail")
+    for bad in ("../../tmp/x", "/tmp/x", "a/b"):
+        with pytest.raises(Exception, match="export name"):
+            client.predict("jsonl", bad, "curated", api_name="/annotate_export")
+    manifest = client.predict("jsonl", "reflection-test", "all", api_name="/annotate_export")
+    assert (ctx.ws.annotations_dir / "reflection-test").is_dir() and manifest
