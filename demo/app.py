@@ -61,7 +61,8 @@ def launch_kwargs() -> dict:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    with gr.Blocks(title="TinyThinker Studio") as app:
+    # No telemetry: the app runs offline next to research data.
+    with gr.Blocks(title="TinyThinker Studio", analytics_enabled=False) as app:
         gr.Markdown("# TinyThinker Studio\nRecall → Analyze → Summarize, distilled into a small student.")
         with gr.Group(visible=not ctx.has_trained()) as first_start:
             gr.Markdown(FIRST_START.format(runs=ctx.ws.runs_dir, student=ctx.default_student),
