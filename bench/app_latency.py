@@ -128,7 +128,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py --threads")
     p.add_argument("--parts", nargs="+", default=["startup", "step", "compare"],
                    choices=["startup", "step", "compare"])
+    p.add_argument("--runs-dir", default=None,
+                   help="for --parts step with a trained --student folder (e.g. --runs-dir runs --student "
+                        "my-run/best); default: a fresh temporary folder")
     args = p.parse_args()
+    if args.runs_dir and "compare" in args.parts:
+        p.error("--runs-dir is for step timings only: compare writes two tiny students into the runs folder")
     import torch
 
     if args.threads:
@@ -143,14 +148,16 @@ def main() -> int:
         work = Path(tmp)
         (work / "runs").mkdir()
         (work / "annotations").mkdir()
-        ws = Workspace(runs_dir=work / "runs", db=work / "annotations" / "t.db", data_dir=args.data_dir)
+        ws = Workspace(runs_dir=args.runs_dir or work / "runs", db=work / "annotations" / "t.db",
+                       data_dir=args.data_dir)
         ctx = AppContext(ws=ws, default_student=args.student)
         if "startup" in args.parts:
             results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
             print("startup", results["startup_s"], flush=True)
         if "step" in args.parts:
-            results["step_through"] = step_stage(ctx, args.student, args.repeats)
-            print("step", results["step_through"], flush=True)
+            key = "step_through" if args.student == "minilm-bert2bert" else f"step_through[{args.student}]"
+            results[key] = step_stage(ctx, args.student, args.repeats)
+            print("step", results[key], flush=True)
         if "compare" in args.parts:
             results["compare"] = compare_open(ctx, args.repeats)
             print("compare", results["compare"], flush=True)
