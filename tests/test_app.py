@@ -239,3 +239,16 @@ def test_run_and_export_fields_cannot_leave_the_workspace(served):
             client.predict("jsonl", bad, "curated", api_name="/annotate_export")
     manifest = client.predict("jsonl", "reflection-test", "all", api_name="/annotate_export")
     assert (ctx.ws.annotations_dir / "reflection-test").is_dir() and manifest
+
+
+def test_compare_one_question_marks_the_differences(served):
+    _, client = served
+    out = client.predict("tiny-a/best", "tiny-b/best", "benchmark", "csqa", "validation", 1, "", "", "",
+                         api_name="/compare_question")
+    question, diffs, verdicts = out[0], out[1:7], out[7:]
+    assert "(A)" in question and all("Prediction" in v for v in verdicts)
+    recall_a, recall_b = diffs[0], diffs[1]
+    tags_a = {span["class_or_confidence"] for span in recall_a}
+    tags_b = {span["class_or_confidence"] for span in recall_b}
+    # Two differently seeded random students write different recalls: words only in A / only in B are marked.
+    assert "-" in tags_a and "+" in tags_b and "+" not in tags_a and "-" not in tags_b
