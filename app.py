@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from demo.app import build_app, launch_kwargs, warm_up
 
+    if (args.host not in (DEFAULT_HOST, "localhost", "::1") or args.share) and not args.auth:
+        print(f"warning: serving on {args.host}{' and a public share link' if args.share else ''} without --auth: "
+              "anyone who reaches it can start training jobs and write labels", file=sys.stderr)
     ctx = make_context(args)
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
