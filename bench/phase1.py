@@ -39,8 +39,9 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
     "bert2bert-answer-xattn": ("minilm-bert2bert", "summarize", [*RECIPE, "--cross-attention-lr-scale", "10"]),
     "bert2bert-full-xattn": ("minilm-bert2bert", "recall_analyze_summarize",
                              [*RECIPE, "--cross-attention-lr-scale", "10"]),
-    "smollm2-answer": ("smollm2-135m", "summarize", RECIPE),
-    "smollm2-full": ("smollm2-135m", "recall_analyze_summarize", RECIPE),
+    # A pretrained LM, fully fine-tuned: the probe lr for it rather than the new-weights lr above.
+    "smollm2-answer": ("smollm2-135m", "summarize", ["--lr", "5e-5", *RECIPE[2:]]),
+    "smollm2-full": ("smollm2-135m", "recall_analyze_summarize", ["--lr", "5e-5", *RECIPE[2:]]),
 }
 
 
