@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--restrict-answer", action="store_true",
                    help="at evaluation, decode the Summarize letter among the question's options only")
     p.add_argument("--eval-max-new-tokens", type=int, default=None,
-                   help="cap each stage's generation at evaluation (default: the pipeline's per-stage budgets)")
+                   help="cap each stage's generation at evaluation; None: the pipeline's per-stage budgets")
     p.add_argument("--max-source-length", type=int, default=d.max_source_length)
     p.add_argument("--max-target-length", type=int, default=d.max_target_length)
     p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
