@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinythinker.data import load_examples, load_questions
+from tinythinker.jobs import NAMED_STUDENTS
 from tinythinker.modelcache import StudentCache
 from tinythinker.runs import RunError, read_config
 from tinythinker.types import Question, Rationale
@@ -61,12 +62,12 @@ class AppContext:
 
     def checkpoint_path(self, value: str, field: str = "checkpoint") -> str:
         """A dropdown/typed checkpoint as what load_student takes: a named default, or a folder inside runs/."""
-        if value == self.default_student or value in ("minilm-bert2bert", "smollm2-135m"):
+        if value in NAMED_STUDENTS:
             return value
         return str(self.ws.resolve(value, RUNS, field=field))
 
     def is_untrained(self, value: str) -> bool:
-        return not Path(str(value)).is_dir() and value in ("minilm-bert2bert", "smollm2-135m")
+        return value in NAMED_STUDENTS
 
     def student(self, value: str):
         return self.students.get(self.checkpoint_path(value))
