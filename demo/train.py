@@ -12,6 +12,7 @@ import gradio as gr
 from demo.widgets import friendly, stage_type_dropdown
 from tinythinker import jobs, plots
 from tinythinker.jobs import (
+    ANSWER_FORMATS,
     BENCHMARKS,
     DPO_STAGE_TYPES,
     NAMED_STUDENTS,
@@ -32,10 +33,11 @@ def phase1_choices(ctx) -> list[str]:
 
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
-                 batch_size, lr, seed):
+                 batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer=False):
     settings = TrainSettings(run=run, data=data, student=student, stage_type=stage_type, interval=interval,
                              epochs=epochs, limit=limit, eval_limit=eval_limit, max_steps=max_steps,
-                             batch_size=batch_size, lr=lr, seed=seed)
+                             batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
+                             answer_format=answer_format, restrict_answer=restrict_answer)
     job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(run), kind="phase 1")
     return gr.update(choices=job_choices(ctx), value=job.name)
 
@@ -114,6 +116,11 @@ def build(ctx) -> None:
             p1_bs = gr.Number(16, precision=0, label="batch size")
             p1_lr = gr.Number(5e-4, label="learning rate")
             p1_seed = gr.Number(0, precision=0, label="seed")
+        with gr.Row():
+            p1_warmup = gr.Number(0, precision=0, label="warm-up steps")
+            p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="letter",
+                                    label="answer target (letter = the paper's; letter_text adds the option's words)")
+            p1_restrict = gr.Checkbox(False, label="restrict the answer letter to the options at evaluation")
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():
@@ -149,7 +156,7 @@ def build(ctx) -> None:
     # Events, all in one place.
     p1_go.click(friendly(lambda *a: start_phase1(ctx, *a)),
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
-                 p1_lr, p1_seed], job, api_name="start_phase1")
+                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict], job, api_name="start_phase1")
     p2_go.click(friendly(lambda *a: start_phase2(ctx, *a)),
                 [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
                  p2_seed], job, api_name="start_phase2")

@@ -64,6 +64,7 @@ def test_train_args_are_a_validated_list(ws):
     ("data", "csqa && ls"), ("stage_type", "summarize; id"), ("student", "../../etc"),
     ("student", "/etc/passwd"), ("interval", "3; rm -rf /"), ("interval", 0), ("epochs", "1e9999"),
     ("epochs", "nan"), ("lr", "`id`"), ("limit", "10 --max-steps 1"), ("batch_size", True), ("seed", 1.5),
+    ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("warmup_steps", -1),
 ])
 def test_train_args_reject_injected_values(ws, field, value):
     settings = TrainSettings(run="ok")
@@ -127,6 +128,9 @@ def test_job_choices_match_phase2():
 
     assert set(jobs.DPO_STAGE_TYPES) == set(phase2.DPO_STAGE_TYPES)
     assert tuple(jobs.PAIR_MODES) == tuple(phase2.PAIR_MODES)
+    from tinythinker import phase1
+
+    assert tuple(jobs.ANSWER_FORMATS) == tuple(phase1.ANSWER_FORMATS)
 
 
 def test_progress_reads_the_trainer_bar_and_reflect_iterations(ws):

@@ -27,6 +27,7 @@ NAMED_STUDENTS = ("minilm-bert2bert", "smollm2-135m")
 # The same choices as tinythinker.phase2 (a test keeps them equal): importing phase2 here would load the whole
 # training stack (transformers.Trainer) at app start-up just for two tuples.
 DPO_STAGE_TYPES = ("recall", "analyze", "recall_analyze")
+ANSWER_FORMATS = ("letter", "letter_text")  # tinythinker.phase1
 PAIR_MODES = ("auto", "curated", "both")
 JOBS, JOB_FILE, JOB_LOG = ".jobs", "job.json", "job.log"
 
@@ -47,6 +48,9 @@ class TrainSettings:
     batch_size: int = 16
     lr: float = 5e-4  # phase 1's default (the paper's scripts)
     seed: int = 0
+    warmup_steps: int = 0
+    answer_format: str = "letter"  # "letter_text": the option's words next to its letter (a phase-1 recipe knob)
+    restrict_answer: bool = False  # evaluate with the Summarize letter restricted to the question's options
 
 
 @dataclass
@@ -124,8 +128,13 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
         "--batch-size", str(_int(s.batch_size, "batch size", 1, 4096)),
         "--lr", str(_float(s.lr, "learning rate", 1e-9, 1.0)),
         "--seed", str(_int(s.seed, "seed", 0, 2**31 - 1)),
+        "--warmup-steps", str(_int(s.warmup_steps, "warm-up steps", 0, 10_000_000)),
+        "--answer-format", _choice(s.answer_format, "answer format", ANSWER_FORMATS),
         "--run", str(ws.run_dir(s.run)),
     ]
+    if not isinstance(s.restrict_answer, bool):
+        raise WorkspaceError(f"restrict answer: expected true or false, got {s.restrict_answer!r}")
+    argv += ["--restrict-answer"] if s.restrict_answer else []
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--max-steps", _int(s.max_steps, "max steps", 1, 10_000_000, optional=True))
@@ -344,8 +353,10 @@ def progress(job: Job) -> float | None:
 
 def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert") -> TrainSettings:
     """A first run that finishes in minutes on a CPU: a CSQA slice, a short schedule, a small validation.
-    Enough to replace the untrained model's noise with a trained checkpoint, not to reproduce the paper."""
+    Enough to replace the untrained model's noise with a trained checkpoint, not to reproduce the paper.
+    The recipe flags are bench/phase1.py's RECIPE (lr 3e-4 with warm-up, option text in the answer target,
+    answer restricted to the options at evaluation), under which the default student starts to learn."""
     name = check_name(name or time.strftime("quick-%Y%m%d-%H%M%S"), "run name")
     return TrainSettings(run=name, data="csqa", student=student, stage_type="recall_analyze_summarize",
                          interval=10, epochs=1.0, limit=200, eval_limit=50, max_steps=120, batch_size=8,
-                         lr=1e-4, seed=0)
+                         lr=3e-4, seed=0, warmup_steps=10, answer_format="letter_text", restrict_answer=True)
