@@ -62,7 +62,7 @@ def step_stage(ctx, student: str, repeats: int) -> dict:
     from demo.step import step
 
     def call(action, i, recall=None, table=None):
-        q = ["benchmark", "csqa", "validation", i, "", "", "", False, 0.7, 0, 1.0, 0, 0]
+        q = ["benchmark", "csqa", "validation", i, "", "", "", False, 0.7, 0, 1.0, 0, 0, False]
         t = time.perf_counter()
         out = step(ctx, action, student, "recall_analyze_summarize", *q, recall, table, None)
         return out, time.perf_counter() - t

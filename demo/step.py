@@ -28,7 +28,7 @@ ACTIONS = ("recall", "analyze", "summarize", "all", "after_recall", "after_analy
 
 
 def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
-         do_sample, temperature, top_k, top_p, max_new_tokens, seed, recall, analyses_table, timings):
+         do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict, recall, analyses_table, timings):
     """Run what `action` asks and return every output of the tab (question, recall, analyses, summary,
     verdict, per-stage seconds, model note)."""
     from tinythinker.pipeline import complete_trace, run_stage  # torch: loaded after start-up (app.warm_up)
@@ -56,7 +56,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
             raise ValueError("Summarize needs the analyses: run Analyze first or type them")
         start = time.perf_counter()
         out = run_stage(student, q, action, recall=recall, analyses=analyses or None, stage_type=stage_type,
-                        sampling=sampling)
+                        sampling=sampling, restrict_answer=bool(restrict))
         timings = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(action)}
         timings[action] = round(time.perf_counter() - start, 4)
         if action == RECALL:
@@ -85,7 +85,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     trace = complete_trace(student, q, stage_type, recall=recall, analyses=analyses or None, from_stage=from_stage,
-                           sampling=sampling)
+                           sampling=sampling, restrict_answer=bool(restrict))
     kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
     timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
     return (question_markdown(q), trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,

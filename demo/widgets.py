@@ -110,10 +110,12 @@ class SamplingControls:
     top_p: gr.Slider
     max_new_tokens: gr.Number
     seed: gr.Number
+    restrict: gr.Checkbox
 
     @property
     def inputs(self) -> list:
-        return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens, self.seed]
+        return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens, self.seed,
+                self.restrict]
 
 
 def sampling_controls() -> SamplingControls:
@@ -126,7 +128,9 @@ def sampling_controls() -> SamplingControls:
             max_new_tokens = gr.Number(0, precision=0, minimum=0, maximum=512,
                                        label="max new tokens (0 = each stage's default)")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
-    return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens, seed)
+            restrict = gr.Checkbox(False, label="Summarize may only write one of the options' letters "
+                                                "(as runs trained with --restrict-answer are evaluated)")
+    return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict)
 
 
 def make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed=0) -> Sampling:

@@ -25,7 +25,7 @@ from tinythinker.workspace import Workspace
 ROOT = Path(__file__).resolve().parent.parent
 STEP_DEFAULTS = dict(stage_type="recall_analyze_summarize", source="benchmark", benchmark="csqa",
                      split="validation", index=3, stem="", options="", answer="", do_sample=False,
-                     temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=24, seed=0, recall="",
+                     temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=24, seed=0, restrict=False, recall="",
                      analyses_table={"headers": ["option", "text", "analysis"], "data": []},
                      timings=None)
 
@@ -252,3 +252,12 @@ def test_compare_one_question_marks_the_differences(served):
     tags_b = {span["class_or_confidence"] for span in recall_b}
     # Two differently seeded random students write different recalls: words only in A / only in B are marked.
     assert "-" in tags_a and "+" in tags_b and "+" not in tags_a and "-" not in tags_b
+
+
+def test_restricted_answer_is_always_an_option(served):
+    ctx, client = served
+    q = ctx.questions("csqa", "validation")[3]
+    *_, summary, verdict, _, _ = _step(client, "all", restrict=True)
+    assert "no valid answer" not in verdict
+    assert any(f"option {lab}." in summary.lower() or f"option {lab.lower()}." in summary.lower()
+               for lab in q.labels)
