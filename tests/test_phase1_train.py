@@ -47,8 +47,10 @@ def config(tmp_path, **kw):
 
 
 @pytest.mark.parametrize("kind,stage_type,order", [
-    ("seq2seq", "recall_analyze_summarize", "interval"), ("causal", "summarize", "interval"),
-    ("bert2bert", "analyze_summarize", "interval"), ("causal", "recall_summarize", "mixed")])
+    pytest.param("seq2seq", "recall_analyze_summarize", "interval", marks=pytest.mark.slow),
+    ("causal", "summarize", "interval"),
+    ("bert2bert", "analyze_summarize", "interval"),
+    pytest.param("causal", "recall_summarize", "mixed", marks=pytest.mark.slow)])
 def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind, stage_type, order):
     examples = make_examples()
     questions = [q for q, _ in examples[:3]]
