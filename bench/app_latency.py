@@ -57,6 +57,36 @@ def startup(workdir: Path, data_dir: str | None) -> float:
         proc.wait(timeout=30)
 
 
+_BREAKDOWN = """
+import json, sys, tempfile, time
+from pathlib import Path
+t0 = time.perf_counter()
+import gradio
+t1 = time.perf_counter()
+from demo.app import build_app, launch_kwargs
+from demo.context import AppContext
+from tinythinker.workspace import Workspace
+t2 = time.perf_counter()
+d = Path(tempfile.mkdtemp())
+app = build_app(AppContext(ws=Workspace(runs_dir=d, db=d / "t.db", data_dir=sys.argv[1] or None)))
+t3 = time.perf_counter()
+app.queue()
+app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+t4 = time.perf_counter()
+app.close(verbose=False)
+print(json.dumps({"import_gradio_s": round(t1 - t0, 2), "import_app_s": round(t2 - t1, 2),
+                  "build_s": round(t3 - t2, 2), "launch_s": round(t4 - t3, 2),
+                  "torch_loaded_before_serving": "torch" in sys.modules}))
+"""
+
+
+def startup_breakdown(data_dir: str | None) -> dict:
+    """Where start-up time goes, in a fresh interpreter (imports are cold)."""
+    out = subprocess.run([sys.executable, "-c", _BREAKDOWN, data_dir or ""], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def step_stage(ctx, student: str, repeats: int) -> dict:
     """Seconds per stage of Step through, warm, on questions 0..repeats-1 of CSQA validation."""
     from demo.step import step
@@ -153,7 +183,8 @@ def main() -> int:
         ctx = AppContext(ws=ws, default_student=args.student)
         if "startup" in args.parts:
             results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
-            print("startup", results["startup_s"], flush=True)
+            results["startup_breakdown"] = startup_breakdown(args.data_dir)
+            print("startup", results["startup_s"], results["startup_breakdown"], flush=True)
         if "step" in args.parts:
             key = "step_through" if args.student == "minilm-bert2bert" else f"step_through[{args.student}]"
             results[key] = step_stage(ctx, args.student, args.repeats)
