@@ -172,8 +172,9 @@ def main() -> int:
     from tinythinker.workspace import Workspace
 
     results: dict = json.loads(OUT.read_text()) if OUT.is_file() else {}  # parts not rerun are kept
-    results.update({"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
-                    "load_average_at_start": os.getloadavg(), "threads": args.threads})
+    # Each part records the command and the machine's load when it ran: parts may come from separate runs.
+    run_info = {"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
+                "load_average_at_start": os.getloadavg(), "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "runs").mkdir()
@@ -182,17 +183,16 @@ def main() -> int:
                        data_dir=args.data_dir)
         ctx = AppContext(ws=ws, default_student=args.student)
         if "startup" in args.parts:
-            results["startup_s"] = [round(startup(work, args.data_dir), 2) for _ in range(3)]
-            results["startup_breakdown"] = startup_breakdown(args.data_dir)
-            print("startup", results["startup_s"], results["startup_breakdown"], flush=True)
+            results["startup"] = {**run_info, "seconds": [round(startup(work, args.data_dir), 2) for _ in range(3)],
+                                  "breakdown": startup_breakdown(args.data_dir)}
+            print("startup", results["startup"], flush=True)
         if "step" in args.parts:
             key = "step_through" if args.student == "minilm-bert2bert" else f"step_through[{args.student}]"
-            results[key] = step_stage(ctx, args.student, args.repeats)
+            results[key] = {**run_info, **step_stage(ctx, args.student, args.repeats)}
             print("step", results[key], flush=True)
         if "compare" in args.parts:
-            results["compare"] = compare_open(ctx, args.repeats)
+            results["compare"] = {**run_info, **compare_open(ctx, args.repeats)}
             print("compare", results["compare"], flush=True)
-        results["load_average_at_end"] = os.getloadavg()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
