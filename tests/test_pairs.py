@@ -28,6 +28,7 @@ def test_recall_pairs_chosen_vs_rejected_with_duplicates_and_common_texts_droppe
         trace(q, "both sides", "A"), trace(q, "both sides", "B"),  # on both sides -> dropped
         trace(q, "bad one", "B"),
         trace(q, "bad two", None),  # an invalid answer is a rejected recall, as in the paper
+        trace(q, "", "C"), trace(q, "  ", "C"),  # empty recalls are no text to pair
     ]
     pairs, contexts = recall_pairs(traces, seed=0)
     assert len(pairs) == 2
@@ -36,6 +37,7 @@ def test_recall_pairs_chosen_vs_rejected_with_duplicates_and_common_texts_droppe
     assert all(p.prompt == stages.recall_input(q) and p.stage == stages.RECALL for p in pairs)
     assert all(p.source == AUTO for p in pairs)
     assert "both sides" not in {p.chosen for p in pairs} | {p.rejected for p in pairs}
+    assert all(p.rejected.strip() for p in pairs)
     assert sorted(c.recall for c in contexts) == ["good one", "good two"]
 
 

@@ -97,7 +97,9 @@ def recall_pairs(
     teacher = teacher or {}
     pairs: list[Pair] = []
     contexts: dict[tuple[str, str], AnalyzeContext] = {}
-    for qid, group in _group([t for t in traces if t.recall is not None], lambda t: t.question.id).items():
+    # An empty recall (the student wrote only EOS) is no text to prefer or reject; the store refuses it too.
+    usable = [t for t in traces if t.recall is not None and t.recall.strip()]
+    for qid, group in _group(usable, lambda t: t.question.id).items():
         question = group[0].question
         if question.answer is None:
             continue  # no ground truth, no preference
@@ -116,7 +118,7 @@ def recall_pairs(
             # Teacher recalls that equal a rejected text are left out: such a pair states no preference.
             rejected_texts = {t.recall for t in rejected}
             extra = [(r.recall, r.analyses, TEACHER) for r in teacher.get(qid, [])
-                     if r.recall and r.recall not in rejected_texts]
+                     if r.recall and r.recall.strip() and r.recall not in rejected_texts]
             if extra:
                 chosen = chosen + _sample(rng, extra, len(rejected) - len(chosen))
             # Without teacher recalls the paper's zip pairs only as many as there are chosen.
@@ -186,7 +188,7 @@ def analyze_pairs(
                 good_text, bad_text = good.get(label), bad.analyses.get(label)
                 # A missing analysis cannot be a completion, and the same text on both sides states no
                 # preference (its DPO gradient is zero); the paper would keep both kinds.
-                if not good_text or not bad_text or good_text == bad_text:
+                if not (good_text or "").strip() or not (bad_text or "").strip() or good_text == bad_text:
                     continue
                 prompt = stages.analyze_input(question, recall, label, stage_type)
                 pairs.append(Pair(prompt, good_text, bad_text, stages.ANALYZE, qid, source,

@@ -489,6 +489,11 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
         counts = {s: sum(p.stage == s for p in pairs) for s in dpo_stages}
         if not pairs:
             raise ReflectError(_no_pairs_message(k, config, traces, stats))
+        # What the store would refuse at the end of the iteration is refused now, before any training.
+        from tinythinker.store.pairs import as_pair, check_pair
+
+        for i, p in enumerate(auto):
+            check_pair(as_pair(_store_pair(p, model_name), f"pair #{i}"), f"iteration {k} pair #{i}")
         progress({"kind": "phase", "phase": "train", "iteration": k, "pairs": counts})
         with open(work / PAIRS_FILE, "w") as f:
             for p in pairs:
