@@ -10,7 +10,7 @@ batch shapes, on every stage's text. The machine is shared, so the two runs alte
 and each method's time is the sum over its blocks: a load spike then hurts both, not one. One torch thread by
 default (see --threads).
 
-    .venv/bin/python bench/pipeline_speed.py   # 200 questions, minilm-bert2bert, batch 32; JSON to bench/out/
+    .venv/bin/python bench/pipeline_speed.py   # 200 questions, minilm-bert2bert, batch 50; JSON to bench/out/
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ def main() -> int:
     ap.add_argument("--student", default="minilm-bert2bert")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--limit", type=int, default=200, help="CSQA validation questions")
-    ap.add_argument("--batch-size", type=int, default=32,
+    ap.add_argument("--batch-size", type=int, default=50,
                     help="questions per batch (Analyze then decodes 5x as many rows in one call)")
-    ap.add_argument("--blocks", type=int, default=4, help="alternate naive and batched over this many blocks")
+    ap.add_argument("--blocks", type=int, default=4,
+                    help="alternate naive and batched over this many blocks (best a multiple of the batch size: "
+                         "a block's last, partial batch amortises less)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 by default because on a shared 2-core machine a second thread mostly "
                          "spins (measured 5x slower for both methods with 2 under load); 0 = torch's choice")
