@@ -439,7 +439,7 @@ def test_stats_counts(store):
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 
 
-def test_cli_end_to_end(tmp_path, capsys):
+def test_cli_end_to_end(tmp_path, capsys, monkeypatch):
     db = str(tmp_path / "cli.db")
     src = write_jsonl(tmp_path / "traces.jsonl", [trace("q1", "A"), trace("q1", "B", tag=" 2")])
     assert main(["store", "import", str(src), "--model", "runs/p1", "--iteration", "0", "--db", db]) == 0
