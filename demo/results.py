@@ -14,9 +14,17 @@ from tinythinker.workspace import RUNS
 HEADERS = ["run", "command", "student", "data", "stage type", "step", "best acc", "last acc", "finished"]
 
 
+def _student(ctx, summary) -> str:
+    """A phase-2 run's config names the phase-1 run it started from, not a student."""
+    if summary.student or summary.command != "reflect":
+        return summary.student
+    source = read_config(summary.path).get("from_run", "")
+    return f"from {ctx.ws.relative(Path(source))}" if source else ""
+
+
 def table(ctx):
     summaries = list_runs(ctx.ws.runs_dir)
-    rows = [[ctx.ws.relative(Path(s.path)), s.command, s.student, s.data, s.stage_type, s.step,
+    rows = [[ctx.ws.relative(Path(s.path)), s.command, _student(ctx, s), s.data, s.stage_type, s.step,
              None if s.best_accuracy is None else round(s.best_accuracy, 4),
              None if s.last_accuracy is None else round(s.last_accuracy, 4), s.finished] for s in summaries]
     names = [r[0] for r in rows]
