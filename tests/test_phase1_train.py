@@ -15,6 +15,7 @@ from tinythinker.phase1 import (
     Phase1Config,
     build_stage_data,
     encode_stage_data,
+    make_trainable,
     resolve_student_path,
     scaled_optimizer,
     train_phase1,
@@ -199,3 +200,20 @@ def test_two_process_torchrun_gloo(tmp_path, data_dir):
     evals = runs.read_metrics(run, "eval")
     assert [r["step"] for r in evals] == [7, 8] and all(r["questions"] == 4 for r in evals)
     assert (run / "best" / "phase1_best.json").is_file()
+
+
+def test_gguf_dequantized_model_is_made_trainable():
+    # smollm2-135m comes from a GGUF file: transformers dequantizes it to fp32 but keeps a "quantized" mark that
+    # makes the Trainer refuse it. Same mark on a tiny model, without loading the real one.
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.trainer_utils import validate_quantization_for_training
+    from transformers.utils.quantization_config import GgufConfig
+
+    model = tiny_student("causal").model
+    model.hf_quantizer = GgufHfQuantizer(GgufConfig())
+    model.is_quantized = True
+    with pytest.raises(ValueError, match="purely quantized"):
+        validate_quantization_for_training(model)
+    make_trainable(model)
+    validate_quantization_for_training(model)
+    assert not model.is_quantized
