@@ -144,7 +144,7 @@ from tinythinker.cli import build_parser
 from tinythinker.phase1 import train_phase1
 args = build_parser("train").parse_args(sys.argv[1:])
 def progress(p):
-    if p["kind"] == "step" and p["step"] == 8:  # after the checkpoint at step 7 (one cycle), before the next
+    if p["kind"] == "step" and p["step"] == 9:  # step 8 logged after the checkpoint at 7 (one cycle), then die
         os.kill(os.getpid(), signal.SIGKILL)
 train_phase1(config_from_args(args), progress)
 """
