@@ -6,6 +6,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TINYTHINKER_TEST_DATA", ROOT.parent / "shared" / "data"))
 
+# One BLAS thread: on a 2-core machine shared with other processes, torch's default thread pool makes small-model
+# generation several times slower (measured by bench/pipeline_speed.py). Set before torch is imported, and
+# inherited by the tests' child processes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Tests never reach the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

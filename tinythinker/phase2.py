@@ -161,20 +161,15 @@ def sample_analyses(student, contexts: list[AnalyzeContext], config: ReflectConf
                     restrict_answer: bool, on_progress=None, seed: int = 0) -> list[Trace]:
     """`samples` traces per chosen recall: the recall kept, the analyses sampled with the recall's settings
     (generate.py swaps the two configs for the analyze data), summarize greedy."""
-    # The pipeline's own stage runner from the Analyze stage on, as `complete_trace` uses it, but batched:
-    # the public API re-runs one question at a time, ten times slower here on CPU.
-    from tinythinker.pipeline import Sampling, _Item, _run_stages, _trace
+    from tinythinker.pipeline import Sampling, complete_traces
 
     sampling = Sampling.sampled(temperature=config.temperature, top_k=0, seed=seed,
                                 sample_stages=(stages.ANALYZE,))
-    items = [_Item(c.question, sample_index=s, recall=c.recall) for c in contexts for s in range(config.samples)]
-    bs = config.sample_batch_size
-    for b, start in enumerate(range(0, len(items), bs)):
-        _run_stages(student, items[start:start + bs], stage_type, sampling, restrict_answer, batch_index=b,
-                    from_stage=stages.ANALYZE)
-        if on_progress is not None:
-            on_progress(min(start + bs, len(items)), len(items))
-    return [_trace(student, item, stage_type, sampling, restrict_answer, config.samples) for item in items]
+    kept = [Trace(question=c.question, recall=c.recall, analyses={}, summary="", predicted=None, correct=None)
+            for c in contexts]
+    return complete_traces(student, kept, from_stage=stages.ANALYZE, stage_type=stage_type, sampling=sampling,
+                           batch_size=config.sample_batch_size, num_samples=config.samples,
+                           restrict_answer=restrict_answer, on_progress=on_progress)
 
 
 # -- pairs -----------------------------------------------------------------------------------------------
