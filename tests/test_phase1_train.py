@@ -15,12 +15,12 @@ from tinythinker.phase1 import (
     Phase1Config,
     build_stage_data,
     encode_stage_data,
-    make_trainable,
     resolve_student_path,
     scaled_optimizer,
     train_phase1,
 )
 from tinythinker.schedule import interval_order
+from tinythinker.students import make_trainable
 from tinythinker.tiny import tiny_student
 from tinythinker.types import Option, Question, Rationale
 

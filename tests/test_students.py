@@ -176,3 +176,7 @@ def test_smollm2_loads_offline_from_gguf():
     assert s.tokenizer.eos_token == "<|im_end|>"
     out = s.generate(INPUTS[:2], max_new_tokens=2)
     assert len(out) == 2
+    # Dequantized to dense fp32 on load, so the Trainer (phase 1 and phase 2) may fine-tune it.
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    validate_quantization_for_training(s.model)

@@ -447,20 +447,6 @@ def scaled_optimizer(model, config: Phase1Config) -> torch.optim.Optimizer | Non
         lr=config.lr)
 
 
-def make_trainable(model) -> None:
-    """transformers marks a model read from a GGUF file (smollm2-135m) as quantized although it dequantizes every
-    tensor to dense floats on load, and its Trainer then refuses to fine-tune it. Dense float weights train like any
-    others, so the mark is dropped; a model that really holds quantized weights keeps it (and the Trainer's error)."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
-        return
-    method = str(getattr(quantizer.quantization_config, "quant_method", "")).lower()
-    if "gguf" in method and all(p.is_floating_point() for p in model.parameters()):
-        quantizer.remove_quantization_config(model)
-        if getattr(model.config, "_is_quantized", False):
-            model.config._is_quantized = False
-
-
 def training_args(config: Phase1Config, run: Path, cycle: int, quiet: bool) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(run / runs.CHECKPOINTS),
@@ -530,7 +516,6 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
                         interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
     probe = StageBatchSampler(**sampler_args)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
-    make_trainable(student.model)
     optimizer = scaled_optimizer(student.model, config)
     trainer = Phase1Trainer(
         model=student.model, args=args, train_dataset=dataset, eval_dataset=questions,

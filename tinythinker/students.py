@@ -368,7 +368,22 @@ def _load_named(name: str, device) -> Student:
     with _quiet():
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    make_trainable(model)
     return _finish(model, tokenizer, CAUSAL, name, device)
+
+
+def make_trainable(model) -> None:
+    """transformers marks a model read from a GGUF file (smollm2-135m) as quantized although it dequantizes every
+    tensor to dense floats on load, and its Trainer then refuses to fine-tune it. Dense float weights train like any
+    others, so the mark is dropped; a model that really holds quantized weights keeps it (and the Trainer's error)."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    method = str(getattr(quantizer.quantization_config, "quant_method", "")).lower()
+    if "gguf" in method and all(p.is_floating_point() for p in model.parameters()):
+        quantizer.remove_quantization_config(model)
+        if getattr(model.config, "_is_quantized", False):
+            model.config._is_quantized = False
 
 
 def _kind_from_config(config) -> str:
