@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from teacher_fake_server import FakeChatServer, Reply, completion, error_reply, user_question
 
-from tinythinker.commands.teach import main as teach_main
+from tinythinker.cli import main as cli_main
 from tinythinker.teacher import (
     TeacherConfig,
     load_teacher_output,
@@ -273,7 +273,7 @@ def test_killed_cli_run_resumes_without_reasking_answered_questions(tmp_path, da
         args = ["--data", "csqa", "--split", "train", "--limit", "3", "--data-dir", str(data_dir),
                 "--base-url", server.base_url, "--model", "fake-teacher", "--samples", "2", "--workers", "1",
                 "--no-progress", "--out", str(out)]
-        proc = subprocess.Popen([sys.executable, "-m", "tinythinker.commands.teach", *args], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "tinythinker", "teach", *args], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 60
@@ -287,7 +287,8 @@ def test_killed_cli_run_resumes_without_reasking_answered_questions(tmp_path, da
     assert len((out / "cache.jsonl").read_text().splitlines()) == 2
 
     with FakeChatServer(lambda body, i: Reply(body=completion([answer_for(body, "A")] * body["n"]))) as healthy:
-        assert teach_main(args[:args.index("--base-url") + 1] + [healthy.base_url] + args[args.index("--model"):]) == 0
+        rerun = args[:args.index("--base-url") + 1] + [healthy.base_url] + args[args.index("--model"):]
+        assert cli_main(["teach", *rerun]) == 0
     assert [user_question(b) for b in healthy.requests] == [seen[2]]
     assert len(load_teacher_rationales(out)) == 3
 

@@ -103,20 +103,3 @@ def run(args: argparse.Namespace) -> int:
                           "not_attempted": len(summary["not_kept"]["not_attempted"])}), file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tinythinker.commands.teach ...`: the same command without importing the training stack (torch,
-    transformers), so that a teaching child process starts in a moment."""
-    parser = argparse.ArgumentParser(prog="tinythinker")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["teach", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
