@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from tinythinker import cli, stages
 from tinythinker.data import load_questions
@@ -24,15 +23,6 @@ from tinythinker.types import Option, Question, Trace
 # Short budgets keep tiny-model tests fast; what is tested does not depend on the length.
 FAST = Sampling(recall=StageSampling(max_new_tokens=6), analyze=StageSampling(max_new_tokens=4),
                 summarize=StageSampling(max_new_tokens=8))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared by many processes: a second torch thread only spins; tiny models run faster on one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,9 @@ INPUTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared by many processes: a second torch thread only spins; tiny models run faster on one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def test_tests_run_one_torch_thread():
+    # conftest.py sets OMP_NUM_THREADS=1 before torch loads (two shared cores: a second thread only spins).
+    assert torch.get_num_threads() == 1
 
 
 @pytest.fixture(scope="module", params=KINDS)
