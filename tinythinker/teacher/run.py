@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from tinythinker.data.records import read_jsonl
 from tinythinker.teacher.cache import ResponseCache
 from tinythinker.teacher.client import TeacherClient, TeacherRequestError, resolve_api_key
 from tinythinker.teacher.parse import REASONS, ParsedAnswer, ParseError, parse_response
@@ -300,28 +301,22 @@ def load_teacher_output(path: str | Path) -> list[tuple[Question, list[Rationale
     if not p.is_file():
         raise FileNotFoundError(f"teacher rationales not found: {p} (run `python -m tinythinker teach --out ...`)")
     pairs = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}, line {lineno}: not valid JSON ({e.msg})") from None
+    for loc, d in read_jsonl(p):  # the data area's reader: blank lines skipped, bad JSON named by file and line
         for key in ("question_id", "question", "rationales"):
             if key not in d:
-                raise ValueError(f"{p}, line {lineno}: missing field {key!r}")
+                raise ValueError(f"{loc}: missing field {key!r}")
         try:
             q = Question.from_dict(d["question"])
             rationales = [Rationale.from_dict(x) for x in d["rationales"]]
         except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{p}, line {lineno}: field 'question' or 'rationales' is malformed ({e})") from None
+            raise ValueError(f"{loc}: field 'question' or 'rationales' is malformed ({e})") from None
         if q.id != str(d["question_id"]):
-            raise ValueError(f"{p}, line {lineno}: field 'question_id' {d['question_id']!r} differs from the "
+            raise ValueError(f"{loc}: field 'question_id' {d['question_id']!r} differs from the "
                              f"question's id {q.id!r}")
         for r in rationales:
             unknown = set(r.analyses) - set(q.labels)
             if unknown:
-                raise ValueError(f"{p}, line {lineno}: field 'rationales' has analyses for unknown option(s) "
+                raise ValueError(f"{loc}: field 'rationales' has analyses for unknown option(s) "
                                  f"{', '.join(sorted(unknown))}")
         pairs.append((q, rationales))
     return pairs
