@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -56,17 +57,24 @@ def _sampling(tokens):
     return make_sampling(False, 0.7, 0, 1.0, tokens)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, data_dir):
-    ws = make_workspace(tmp_path_factory.mktemp("ws"), data_dir)
-    ctx = AppContext(ws=ws)
+@contextmanager
+def launched_app(root: Path, data_dir: Path):
+    """The app over a fresh tiny workspace, served on 127.0.0.1: yields (context, url); closed afterwards.
+    Shared by the gradio_client, Train-tab and browser tests."""
+    ctx = AppContext(ws=make_workspace(root, data_dir))
     app = build_app(ctx)
     app.queue()
     app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
-        yield ctx, Client(app.local_url, verbose=False)
+        yield ctx, app.local_url
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    with launched_app(tmp_path_factory.mktemp("ws"), data_dir) as (ctx, url):
+        yield ctx, Client(url, verbose=False)
 
 
 def _step(client, action, checkpoint="tiny-a/best", **over):

@@ -5,8 +5,6 @@ import time
 import pytest
 from gradio_client import Client
 
-from demo.app import build_app, launch_kwargs
-from demo.context import AppContext
 from tinythinker import jobs
 
 pytestmark = pytest.mark.slow
@@ -14,16 +12,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir):
-    from test_app import make_workspace
+    from test_app import launched_app
 
-    ctx = AppContext(ws=make_workspace(tmp_path_factory.mktemp("ws"), data_dir))
-    app = build_app(ctx)
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield ctx, Client(app.local_url, verbose=False)
-    finally:
-        app.close()
+    with launched_app(tmp_path_factory.mktemp("ws"), data_dir) as (ctx, url):
+        yield ctx, Client(url, verbose=False)
 
 
 def _phase1(client, run, max_steps):

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from demo.app import build_app, launch_kwargs
-from demo.context import AppContext
 from tinythinker.pipeline import run_pipeline
 from tinythinker.students import load_student
 
@@ -22,24 +20,18 @@ def page_and_ctx(tmp_path_factory, data_dir):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
-    from test_app import make_workspace
+    from test_app import launched_app
 
-    ws = make_workspace(tmp_path_factory.mktemp("ws"), data_dir)
-    ctx = AppContext(ws=ws)
-    app = build_app(ctx)
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    with sync_api.sync_playwright() as p:
+    with launched_app(tmp_path_factory.mktemp("ws"), data_dir) as (ctx, url), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.set_default_timeout(60_000)
-        page.goto(app.local_url)
+        page.goto(url)
         page.get_by_text("TinyThinker Studio").first.wait_for()
         try:
             yield page, ctx
         finally:
             browser.close()
-            app.close()
 
 
 def test_step_through_in_a_browser(page_and_ctx, tmp_path):
