@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -170,6 +171,26 @@ def _check_label_target(stored: StoredTrace, stage: str, option: str | None) -> 
         raise StoreError(f"trace {stored.id} has no recall text")
 
 
+def _open_schema(db: sqlite_utils.Database, path: str, busy_timeout: float) -> int:
+    """WAL mode, then the migrations; returns the schema version.
+
+    SQLite may answer "database is locked" at once instead of calling the busy handler where waiting could
+    deadlock, as when several processes turn one new file to WAL together (seen about once in three full test
+    runs). Every step here is idempotent, so the sequence is retried until the busy timeout runs out."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            db.enable_wal()
+            # In WAL mode NORMAL still commits atomically and survives a killed process; only a power cut can
+            # lose the last commits. It avoids an fsync per label.
+            db.execute("PRAGMA synchronous = NORMAL")
+            return migrate(db, path)
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """One SQLite file. Open one Store per process (or thread); they coordinate through SQLite's locks."""
 
@@ -182,14 +203,10 @@ class Store:
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.enable_wal()
-            # In WAL mode NORMAL still commits atomically and survives a killed process; only a power cut can
-            # lose the last commits. It avoids an fsync per label.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.schema_version = migrate(self.db, str(self.path))
+            self.schema_version = _open_schema(self.db, str(self.path), busy_timeout)
         except sqlite3.DatabaseError as e:
             self.db.close()
-            raise StoreError(f"{self.path} is not a usable SQLite database ({e})") from None
+            raise StoreError(f"{self.path} is not a usable SQLite database ({e})") from e
         except BaseException:
             self.db.close()
             raise
