@@ -217,3 +217,28 @@ def test_gguf_dequantized_model_is_made_trainable():
     make_trainable(model)
     validate_quantization_for_training(model)
     assert not model.is_quantized
+
+
+def test_train_cli_on_the_users_own_jsonl_with_score_answers(tmp_path, capsys):
+    from tinythinker import cli
+
+    rows = [{"id": f"u{i}", "question": f"Which colour is thing {i}?", "options": ["red", "blue", "green"],
+             "answer": "ABC"[i % 3], "recall": f"Thing {i} has a colour.",
+             "analyses": [f"red fits {i}", f"blue fits {i}", f"green fits {i}"]} for i in range(12)]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tiny_student("seq2seq").save(tmp_path / "student")
+    argv = ["train", "--data", "jsonl", "--path", str(data), "--student", str(tmp_path / "student"),
+            "--stage-type", "recall_analyze_summarize", "--interval", "1", "--batch-size", "2", "--max-steps", "5",
+            "--run", str(tmp_path / "run"), "--eval-max-new-tokens", "4", "--answer-format", "text_letter",
+            "--restrict-answer", "score"]
+    assert cli.main(argv) == 0
+    config = runs.read_config(tmp_path / "run")
+    assert config["path"] == str(data) and config["restrict_answer"] == "score"
+    assert config["answer_format"] == "text_letter"
+    evals = runs.read_metrics(tmp_path / "run", "eval")
+    # 12 questions: 10% (at least one) held out for validation, every answer one of the options.
+    assert evals and evals[-1]["questions"] >= 1 and evals[-1]["invalid_rate"] == 0
+    capsys.readouterr()
+    assert cli.main([*argv[:3], "--run", str(tmp_path / "other")]) == 2
+    assert "needs a path" in capsys.readouterr().err

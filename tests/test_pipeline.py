@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from tinythinker import cli, stages
 from tinythinker.data import load_questions
@@ -44,7 +45,7 @@ def _texts(t: Trace):
     return t.recall, t.analyses, t.summary, t.predicted
 
 
-@pytest.mark.parametrize("restrict", [False, True])
+@pytest.mark.parametrize("restrict", [False, True, "score"])
 def test_batched_equals_one_question_at_a_time(student, questions, restrict):
     batched = run_pipeline(student, questions, sampling=FAST, batch_size=4, restrict_answer=restrict)
     single = [run_pipeline(student, [q], sampling=FAST, batch_size=1, restrict_answer=restrict)[0]
@@ -55,6 +56,25 @@ def test_batched_equals_one_question_at_a_time(student, questions, restrict):
     if restrict:
         assert all(t.predicted in t.question.labels for t in batched)
         assert accuracy(batched)["invalid_rate"] == 0
+
+
+def test_score_mode_picks_the_answer_with_the_best_mean_log_likelihood(student, questions):
+    traces = run_pipeline(student, questions, sampling=FAST, batch_size=3, restrict_answer="score")
+    for t in traces:
+        q = t.question
+        choices = stages.answer_choices(q)
+        prompt = stages.summarize_input(q, t.recall, t.analyses)
+        with torch.no_grad():
+            sums = student.sequence_logprobs([prompt] * len(choices), choices).tolist()
+        means = [s / len(ids) for s, ids in zip(sums, student.target_ids(choices), strict=True)]
+        assert t.summary == choices[max(range(len(choices)), key=means.__getitem__)]
+        assert t.predicted == stages.parse_answer(t.summary, q.labels) and t.predicted in q.labels
+    assert len({t.summary.split(".")[0] for t in traces}) > 1  # the choice depends on the input
+
+
+def test_unknown_answer_mode_fails_before_generating(student, questions):
+    with pytest.raises(ValueError, match="unknown answer mode 'guess'"):
+        run_pipeline(student, questions[:1], sampling=FAST, restrict_answer="guess")
 
 
 def test_one_generate_call_per_stage_per_batch(questions, monkeypatch):

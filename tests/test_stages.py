@@ -68,3 +68,17 @@ def test_unknown_stage_type_is_a_clear_error(q):
 def test_parse_rejects_garbage():
     with pytest.raises(ValueError):
         stages.parse_input("just one line")
+
+
+def test_answer_formats_all_parse_to_their_letter():
+    q = Question("q", "Where?", [Option("A", "oven"), Option("B", "the  park")], "B", "test")
+    assert stages.summarize_target("B", "the  park", "text_letter") == "the park. So the answer is option B."
+    assert stages.summarize_target("B", "park", "letter") == "So the answer is option B."
+    assert stages.summarize_target("B", "park") == "(B) park. So the answer is option B."
+    choices = stages.answer_choices(q)
+    assert len(choices) == len(stages.ANSWER_FORMATS) * 2 == len(set(choices))
+    assert [stages.parse_answer(c, q.labels) for c in choices] == ["A", "B"] * len(stages.ANSWER_FORMATS)
+    with pytest.raises(ValueError, match="unknown answer format 'text'"):
+        stages.summarize_target("A", "oven", "text")
+    with pytest.raises(ValueError, match="needs the option's text"):
+        stages.summarize_target("A", None, "text_letter")

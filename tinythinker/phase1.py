@@ -31,7 +31,7 @@ from tinythinker.types import Question, Rationale
 
 log = logging.getLogger("tinythinker.phase1")
 
-ANSWER_FORMATS = ("letter", "letter_text")
+ANSWER_FORMATS = stages.ANSWER_FORMATS
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Phase1Config:
     stage_type: str = stages.DEFAULT_STAGE_TYPE
     run: str = "runs/phase1"
     data_dir: str | None = None
+    path: str | None = None  # with data "jsonl" / "paper": the user's file or folder
     source: str | None = None  # rationale source; None = the benchmark's default
     limit: int | None = None  # training questions
     eval_limit: int | None = None  # validation questions (the first N)
@@ -60,7 +61,9 @@ class Phase1Config:
     # "letter": the paper's `So the answer is option X.`; "letter_text": `(X) TEXT. So the answer is option X.`
     answer_format: str = "letter"
     order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
-    restrict_answer: bool = False  # decode the Summarize letter among the question's options only
+    # Summarize at evaluation: False = free (the paper), True/"constrain" = prefix tree of the valid answers,
+    # "score" = the valid answer with the best mean log-likelihood (`pipeline.answer_mode`)
+    restrict_answer: bool | str = False
     eval_max_new_tokens: int | None = None  # cap every stage's generation at evaluation (None: pipeline's budgets)
     max_source_length: int = 512
     max_target_length: int = 256  # targets are never cut: a longer one is an error naming it
@@ -71,6 +74,8 @@ class Phase1Config:
         stages.stages_of(self.stage_type)  # clear error for an unknown stage type
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"unknown answer format {self.answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+        from tinythinker.pipeline import answer_mode
+        answer_mode(self.restrict_answer)
         if self.order not in ORDERS:
             raise ValueError(f"unknown order {self.order!r}; choose one of {', '.join(ORDERS)}")
         for name in ("interval", "batch_size", "eval_batch_size", "grad_accum", "max_source_length",
@@ -105,9 +110,7 @@ class StageData:
 
 
 def _answer_target(q: Question, answer_format: str) -> str:
-    if answer_format == "letter_text":
-        return stages.summarize_target(q.answer, q.option_text(q.answer))
-    return stages.summarize_target(q.answer)
+    return stages.summarize_target(q.answer, q.option_text(q.answer), answer_format)
 
 
 def build_stage_data(examples: list[tuple[Question, list[Rationale]]], stage_type: str,
@@ -213,7 +216,7 @@ def greedy(max_new_tokens: int | None = None):
 
 
 def evaluate_pipeline(student, questions: list[Question], stage_type: str, *, batch_size: int,
-                      restrict_answer: bool, rank: int = 0, world_size: int = 1,
+                      restrict_answer: bool | str, rank: int = 0, world_size: int = 1,
                       max_new_tokens: int | None = None) -> torch.Tensor:
     """Greedy staged pipeline on this process's share of the questions, as counts so that shares add up:
     [correct, invalid, n, predictions of A, B, ..., Z]."""
@@ -242,7 +245,7 @@ class Phase1Trainer(Trainer):
     """A stock Trainer whose batches follow the stage schedule and whose evaluation is the staged pipeline."""
 
     def __init__(self, *args, student, sampler_args: dict[str, Any], questions: list[Question],
-                 stage_type: str, restrict_answer: bool, max_new_tokens: int | None = None, **kwargs):
+                 stage_type: str, restrict_answer: bool | str, max_new_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_new_tokens = max_new_tokens
         self.student = student
@@ -414,9 +417,9 @@ def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Ra
     from tinythinker.data import load_examples, load_questions
 
     train = load_examples(config.data, "train", data_dir=config.data_dir, seed=config.seed, limit=config.limit,
-                          source=config.source)
+                          source=config.source, path=config.path)
     val = load_questions(config.data, "validation", data_dir=config.data_dir, seed=config.seed,
-                         limit=config.eval_limit)
+                         limit=config.eval_limit, path=config.path)
     if not train:
         raise ValueError(f"no training questions in {config.data!r}")
     if not val:

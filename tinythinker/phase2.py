@@ -146,7 +146,7 @@ def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
 # -- sampling ------------------------------------------------------------------------------------------------
 
 def sample_recalls(student, questions: list[Question], config: ReflectConfig, stage_type: str,
-                   restrict_answer: bool, on_progress=None, seed: int = 0) -> list[Trace]:
+                   restrict_answer: bool | str, on_progress=None, seed: int = 0) -> list[Trace]:
     """`samples` traces per question: the recall sampled (utils/config.py for DPO data: temperature 0.7,
     top_k 0 = off), analyze and summarize greedy."""
     from tinythinker.pipeline import Sampling, run_pipeline
@@ -158,7 +158,7 @@ def sample_recalls(student, questions: list[Question], config: ReflectConfig, st
 
 
 def sample_analyses(student, contexts: list[AnalyzeContext], config: ReflectConfig, stage_type: str,
-                    restrict_answer: bool, on_progress=None, seed: int = 0) -> list[Trace]:
+                    restrict_answer: bool | str, on_progress=None, seed: int = 0) -> list[Trace]:
     """`samples` traces per chosen recall: the recall kept, the analyses sampled with the recall's settings
     (generate.py swaps the two configs for the analyze data), summarize greedy."""
     from tinythinker.pipeline import Sampling, complete_traces
@@ -253,7 +253,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def evaluator(questions: list[Question], stage_type: str, batch_size: int, restrict_answer: bool):
+def evaluator(questions: list[Question], stage_type: str, batch_size: int, restrict_answer: bool | str):
     """Validation as the paper selects checkpoints: the greedy staged pipeline's accuracy."""
     def evaluate(student) -> dict[str, Any]:
         from tinythinker.pipeline import GREEDY, accuracy, run_pipeline
@@ -381,7 +381,7 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
         teacher = t if teacher is None else teacher
         val_questions = v if val_questions is None else val_questions
     stage_type = source.student_stage_type
-    restrict = bool(p1.get("restrict_answer", False))
+    restrict = p1.get("restrict_answer", False)
     evaluate = evaluator(val_questions, stage_type, config.eval_batch_size, restrict)
     max_prompt, max_completion = int(p1.get("max_source_length", 512)), int(p1.get("max_target_length", 128))
     dpo_stages = DPO_STAGE_TYPES[config.stage_type]

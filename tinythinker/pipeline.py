@@ -8,11 +8,16 @@ the tests check against a one-question-one-option-per-call run.
 Sampling: per stage (`StageSampling`), seeded. Each generate call seeds torch from `Sampling.seed`, the batch
 index and the stage, so a run is reproducible given the same questions, batch size and seed.
 
-restrict_answer: the Summarize stage may then write only one of the question's valid answer texts, in either
-format `stages.summarize_target` renders (the paper's `So the answer is option X.` or the variant with the
-option's words). We chose constrained decoding (`Student.generate_choice`: a prefix tree of the valid answers'
-tokens) over scoring each full answer by its log-likelihood because it needs no second pass, stays one batched
-generate call, samples like free decoding, and leaves the model to pick the answer format it was trained on.
+restrict_answer: how the Summarize stage writes its answer (`ANSWER_MODES`).
+- False / "free": free generation, the paper's behaviour; an answer the regex cannot read counts as invalid.
+- True / "constrain": the stage may write only one of the question's valid answer texts (`stages.answer_choices`,
+  every answer format), by constrained decoding (`Student.generate_choice`: a prefix tree of the valid answers'
+  tokens). One batched generate call that samples like free decoding; the model decides at the first token where
+  the choices differ, so with the letter first it decides at the letter.
+- "score": rank classification. Every valid answer text is scored by its mean token log-likelihood given the
+  Summarize input and the best one is written. It looks at the whole answer, so with the option's words in the
+  target (`text_letter`) the choice rests on the words, not on one letter token. Greedy only (it ignores
+  sampling), and one forward pass per candidate.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from tinythinker import stages
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, stages_of
@@ -135,20 +142,51 @@ def _analyze(student, items, stage_type, sc, seed, restrict_answer):
         item.analyses[label] = text
 
 
-def _answer_choices(q: Question) -> list[str]:
-    return ([stages.summarize_target(lab) for lab in q.labels]
-            + [stages.summarize_target(lab, q.option_text(lab)) for lab in q.labels])
+ANSWER_MODES = ("free", "constrain", "score")
+# Candidates scored per forward pass in "score" mode: bounds memory (a CSQA question has 15 candidates).
+SCORE_BATCH = 64
+
+
+def answer_mode(restrict_answer: bool | str) -> str:
+    """The Summarize answer mode for a `restrict_answer` value: a bool (True = "constrain") or a mode's name."""
+    if isinstance(restrict_answer, bool):
+        return "constrain" if restrict_answer else "free"
+    if restrict_answer not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {restrict_answer!r}; choose one of {', '.join(ANSWER_MODES)}")
+    return restrict_answer
+
+
+def _score_choices(student: Student, inputs: list[str], choices: list[list[str]]) -> list[int]:
+    pairs = [(row, inp, c) for row, (inp, cs) in enumerate(zip(inputs, choices, strict=True)) for c in cs]
+    lengths = [len(ids) for ids in student.target_ids([c for _, _, c in pairs])]
+    scores: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), SCORE_BATCH):
+            chunk = pairs[start:start + SCORE_BATCH]
+            scores += student.sequence_logprobs([p[1] for p in chunk], [p[2] for p in chunk]).tolist()
+    best: dict[int, tuple[float, int]] = {}
+    counter = Counter()
+    for (row, _, _), score, n in zip(pairs, scores, lengths, strict=True):
+        k = counter[row]
+        counter[row] += 1
+        if row not in best or score / n > best[row][0]:
+            best[row] = (score / n, k)
+    return [best[row][1] for row in range(len(inputs))]
 
 
 def _summarize(student, items, stage_type, sc, seed, restrict_answer):
     inputs = [stages.summarize_input(i.question, i.recall, i.analyses, stage_type) for i in items]
-    if restrict_answer:
-        choices = [_answer_choices(i.question) for i in items]
-        picks = student.generate_choice(inputs, choices, do_sample=sc.do_sample, temperature=sc.temperature,
-                                        top_k=sc.top_k, top_p=sc.top_p, seed=seed)
-        outputs = [c[p] for c, p in zip(choices, picks, strict=True)]
-    else:
+    mode = answer_mode(restrict_answer)
+    if mode == "free":
         outputs = _generate(student, inputs, sc, seed)
+    else:
+        choices = [stages.answer_choices(i.question) for i in items]
+        if mode == "score":
+            picks = _score_choices(student, inputs, choices)
+        else:
+            picks = student.generate_choice(inputs, choices, do_sample=sc.do_sample, temperature=sc.temperature,
+                                            top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+        outputs = [c[p] for c, p in zip(choices, picks, strict=True)]
     for item, text in zip(items, outputs, strict=True):
         item.summary = text
 
@@ -156,7 +194,7 @@ def _summarize(student, items, stage_type, sc, seed, restrict_answer):
 _STAGE_FUNCS = {RECALL: _recall, ANALYZE: _analyze, SUMMARIZE: _summarize}
 
 
-def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, restrict_answer: bool,
+def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, restrict_answer: bool | str,
                 batch_index: int = 0, from_stage: str | None = None) -> None:
     todo = stages_of(stage_type)
     if from_stage is not None:
@@ -171,7 +209,7 @@ def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling:
             item.timings[stage] = per_item
 
 
-def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, restrict_answer: bool,
+def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, restrict_answer: bool | str,
            num_samples: int) -> Trace:
     q = item.question
     predicted = stages.parse_answer(item.summary, q.labels)
@@ -191,9 +229,10 @@ def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, r
 
 
 def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, batch_size: int,
-                 restrict_answer: bool, from_stage: str | None, on_progress) -> None:
+                 restrict_answer: bool | str, from_stage: str | None, on_progress) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    answer_mode(restrict_answer)  # an unknown mode fails before any generation
     # Similar lengths in one batch waste less compute on padding; longest first so memory peaks at once.
     order = sorted(range(len(items)), key=lambda i: -len(stages.recall_input(items[i].question)))
     for b, start in enumerate(range(0, len(order), batch_size)):
@@ -205,7 +244,7 @@ def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling
 
 def run_pipeline(student: Student, questions: list[Question], stage_type: str = stages.DEFAULT_STAGE_TYPE,
                  sampling: Sampling = GREEDY, batch_size: int = 16, num_samples: int = 1,
-                 restrict_answer: bool = False,
+                 restrict_answer: bool | str = False,
                  on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
     """Traces for every question (x num_samples, in question order then sample order).
 
@@ -221,7 +260,7 @@ def run_pipeline(student: Student, questions: list[Question], stage_type: str = 
 
 def complete_traces(student: Student, traces: list[Trace], from_stage: str,
                     stage_type: str = stages.DEFAULT_STAGE_TYPE, sampling: Sampling = GREEDY, batch_size: int = 16,
-                    num_samples: int = 1, restrict_answer: bool = False,
+                    num_samples: int = 1, restrict_answer: bool | str = False,
                     on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
     """`complete_trace` for many traces, batched like `run_pipeline`: each trace keeps its stages before
     `from_stage` (its `recall` / `analyses`) and gets `from_stage` and what follows generated, `num_samples`
@@ -236,7 +275,7 @@ def complete_traces(student: Student, traces: list[Trace], from_stage: str,
 
 def run_stage(student: Student, question: Question, stage: str, recall: str | None = None,
               analyses: dict[str, str] | None = None, stage_type: str = stages.DEFAULT_STAGE_TYPE,
-              sampling: Sampling = GREEDY, restrict_answer: bool = False) -> str | dict[str, str]:
+              sampling: Sampling = GREEDY, restrict_answer: bool | str = False) -> str | dict[str, str]:
     """Run one stage from the given (possibly edited) earlier stages: recall -> str, analyze -> {label: text},
     summarize -> str."""
     if stage not in stages_of(stage_type):
@@ -267,7 +306,7 @@ def _kept_item(question: Question, recall: str | None, analyses: dict[str, str] 
 def complete_trace(student: Student, question: Question, stage_type: str = stages.DEFAULT_STAGE_TYPE,
                    recall: str | None = None, analyses: dict[str, str] | None = None,
                    from_stage: str | None = None, sampling: Sampling = GREEDY,
-                   restrict_answer: bool = False) -> Trace:
+                   restrict_answer: bool | str = False) -> Trace:
     """A Trace that keeps the given earlier stages and generates `from_stage` and every stage after it.
 
     After a user edits the recall, call with `recall=edited, from_stage="analyze"`; after editing an analysis,

@@ -7,6 +7,9 @@ Formats follow the paper's released code (shengminp/TinyThinker, scripts/generat
     Summarize input  {stem}\n(A) ...\nRecall: {recall}\nAnalyze: For option A, .. For option B, ..\nSummarize:
     Summarize target So the answer is option X.
 
+Two recipe variants of the Summarize target keep the paper's answer regex valid (`ANSWER_FORMATS`):
+`letter_text` writes `(X) TEXT. So the answer is option X.`, `text_letter` writes `TEXT. So the answer is option X.`
+
 Stage types drop the stages they do not train: `summarize` (answer only), `recall_summarize`,
 `analyze_summarize`, `recall_analyze_summarize` (the full method).
 """
@@ -100,12 +103,31 @@ def summarize_input(q: Question, recall: str | None = None, analyses: dict[str, 
     return f"{text}\nSummarize:"
 
 
-def summarize_target(label: str, option_text: str | None = None) -> str:
-    """`So the answer is option X.` (the paper). With option_text, `(X) TEXT. So the answer is option X.`:
-    the option's words next to its letter, a recipe variant that keeps the paper's answer regex valid."""
-    if option_text is None:
+# "letter": the paper's; "letter_text": the option's words after its letter; "text_letter": the words first, so the
+# model commits to an option by writing its words (where a pretrained model's knowledge lives) before the letter.
+ANSWER_FORMATS = ("letter", "letter_text", "text_letter")
+
+
+def summarize_target(label: str, option_text: str | None = None, answer_format: str | None = None) -> str:
+    """`So the answer is option X.` (the paper). With option_text, `(X) TEXT. So the answer is option X.`
+    (answer_format "letter_text", the default when option_text is given) or `TEXT. So the answer is option X.`
+    ("text_letter")."""
+    if answer_format is None:
+        answer_format = "letter" if option_text is None else "letter_text"
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer format {answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+    if answer_format == "letter":
         return f"So the answer is option {label}."
-    return f"({label}) {_clean(option_text)}. So the answer is option {label}."
+    if option_text is None:
+        raise ValueError(f"answer format {answer_format!r} needs the option's text")
+    if answer_format == "letter_text":
+        return f"({label}) {_clean(option_text)}. So the answer is option {label}."
+    return f"{_clean(option_text)}. So the answer is option {label}."
+
+
+def answer_choices(q: Question) -> list[str]:
+    """Every valid Summarize text for `q`, in every answer format: what restricted decoding may write."""
+    return [summarize_target(lab, q.option_text(lab), fmt) for fmt in ANSWER_FORMATS for lab in q.labels]
 
 
 def parse_answer(text: str, valid_labels: list[str] | None = None) -> str | None:

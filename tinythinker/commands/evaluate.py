@@ -50,8 +50,10 @@ def register(subparsers) -> None:
     g.add_argument("--sample-stages", default="recall,analyze",
                    help="comma-separated stages to sample; the others stay greedy (the paper samples recall and "
                         "analyze, never summarize)")
-    g.add_argument("--restrict-answer", action="store_true",
-                   help="Summarize may only write one of the question's valid answers")
+    g.add_argument("--restrict-answer", nargs="?", const="constrain", default=False,
+                   choices=("constrain", "score"),
+                   help="Summarize may only write one of the question's valid answers: 'constrain' (bare flag) "
+                        "decodes in a prefix tree of them, 'score' picks the best by mean log-likelihood")
     g.add_argument("--recall-tokens", type=int, default=RECALL_TOKENS, help="max new tokens of Recall")
     g.add_argument("--analyze-tokens", type=int, default=ANALYZE_TOKENS, help="max new tokens per Analyze")
     g.add_argument("--summarize-tokens", type=int, default=SUMMARIZE_TOKENS, help="max new tokens of Summarize")
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.student} on {args.data} {args.split} ({len(questions)} questions, {args.stage_type}, "
-          f"{'greedy' if sampling.is_greedy else 'sampled'}{', restricted answers' if args.restrict_answer else ''})")
+          f"{'greedy' if sampling.is_greedy else 'sampled'}{f', answers: {args.restrict_answer}' if args.restrict_answer else ''})")
     print(f"accuracy:           {result['accuracy']:.1%}")
     if "self_consistency_accuracy" in result:
         print(f"self-consistency:   {result['self_consistency_accuracy']:.1%} "

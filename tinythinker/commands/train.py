@@ -22,7 +22,9 @@ def register(subparsers) -> None:
                     "`accelerate launch --num_processes N -m tinythinker train ...`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", default=d.data, help="benchmark: csqa, obqa, strategyqa")
+    p.add_argument("--data", default=d.data,
+                   help="benchmark: csqa, obqa, strategyqa; or jsonl / paper with --path (your own data)")
+    p.add_argument("--path", default=None, help="with --data jsonl / paper: your file or folder")
     p.add_argument("--data-dir", default=None, help="local data folder (else env TINYTHINKER_DATA_DIR)")
     p.add_argument("--source", default=None, help="rationale source (default: the benchmark's own)")
     p.add_argument("--student", default=d.student,
@@ -44,11 +46,14 @@ def register(subparsers) -> None:
                    help="bert2bert: learning rate multiplier for the new (randomly initialised) cross-attention")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--answer-format", default=d.answer_format, choices=ANSWER_FORMATS,
-                   help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'")
+                   help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'; "
+                        "text_letter: 'TEXT. So the answer is option X.'")
     p.add_argument("--order", default=d.order, choices=ORDERS,
                    help="interval: the paper's schedule; mixed: all stages shuffled together (ablation)")
-    p.add_argument("--restrict-answer", action="store_true",
-                   help="at evaluation, decode the Summarize letter among the question's options only")
+    p.add_argument("--restrict-answer", nargs="?", const="constrain", default=False, choices=("constrain", "score"),
+                   help="at evaluation, Summarize writes one of the question's valid answers: 'constrain' (the "
+                        "default when given bare) decodes in a prefix tree of them, 'score' picks the one with the "
+                        "best mean log-likelihood")
     p.add_argument("--eval-max-new-tokens", type=int, default=None,
                    help="cap each stage's generation at evaluation; None: the pipeline's per-stage budgets")
     p.add_argument("--max-source-length", type=int, default=d.max_source_length)
@@ -59,7 +64,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Phase1Config:
     return Phase1Config(
-        data=args.data, data_dir=args.data_dir, source=args.source, student=args.student,
+        data=args.data, data_dir=args.data_dir, path=args.path, source=args.source, student=args.student,
         stage_type=args.stage_type, run=args.run, interval=args.interval, epochs=args.epochs,
         max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
