@@ -56,7 +56,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
             raise ValueError("Summarize needs the analyses: run Analyze first or type them")
         start = time.perf_counter()
         out = run_stage(student, q, action, recall=recall, analyses=analyses or None, stage_type=stage_type,
-                        sampling=sampling, restrict_answer=bool(restrict))
+                        sampling=sampling, restrict_answer=restrict or "free")
         timings = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(action)}
         timings[action] = round(time.perf_counter() - start, 4)
         if action == RECALL:
@@ -85,7 +85,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     trace = complete_trace(student, q, stage_type, recall=recall, analyses=analyses or None, from_stage=from_stage,
-                           sampling=sampling, restrict_answer=bool(restrict))
+                           sampling=sampling, restrict_answer=restrict or "free")
     kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
     timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
     return (question_markdown(q), trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.widgets import friendly, stage_type_dropdown
+from demo.widgets import answer_mode_radio, friendly, stage_type_dropdown
 from tinythinker import jobs, plots
 from tinythinker.jobs import (
     ANSWER_FORMATS,
@@ -33,7 +33,7 @@ def phase1_choices(ctx) -> list[str]:
 
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
-                 batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer=False):
+                 batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free"):
     settings = TrainSettings(run=run, data=data, student=student, stage_type=stage_type, interval=interval,
                              epochs=epochs, limit=limit, eval_limit=eval_limit, max_steps=max_steps,
                              batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
@@ -119,8 +119,9 @@ def build(ctx) -> None:
         with gr.Row():
             p1_warmup = gr.Number(0, precision=0, label="warm-up steps")
             p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="letter",
-                                    label="answer target (letter = the paper's; letter_text adds the option's words)")
-            p1_restrict = gr.Checkbox(False, label="restrict the answer letter to the options at evaluation")
+                                    label="answer target (letter = the paper's; letter_text / text_letter add the "
+                                          "option's words after / before the letter)")
+            p1_restrict = answer_mode_radio()
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():

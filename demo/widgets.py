@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from tinythinker.jobs import BENCHMARKS
-from tinythinker.stages import STAGE_TYPES, STAGES
+from tinythinker.stages import ANSWER_MODES, STAGE_TYPES, STAGES
 from tinythinker.types import Option, Question, Trace
 
 if TYPE_CHECKING:
@@ -110,12 +110,18 @@ class SamplingControls:
     top_p: gr.Slider
     max_new_tokens: gr.Number
     seed: gr.Number
-    restrict: gr.Checkbox
+    restrict: gr.Radio
 
     @property
     def inputs(self) -> list:
         return [self.do_sample, self.temperature, self.top_k, self.top_p, self.max_new_tokens, self.seed,
                 self.restrict]
+
+
+def answer_mode_radio(value: str = "free", elem_id: str | None = None) -> gr.Radio:
+    return gr.Radio(list(ANSWER_MODES), value=value, elem_id=elem_id,
+                    label="Summarize answer: free (the paper) · constrain (only an option's answer) · "
+                          "score (the option whose answer is likeliest)")
 
 
 def sampling_controls() -> SamplingControls:
@@ -128,8 +134,7 @@ def sampling_controls() -> SamplingControls:
             max_new_tokens = gr.Number(0, precision=0, minimum=0, maximum=512,
                                        label="max new tokens (0 = each stage's default)")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
-            restrict = gr.Checkbox(False, label="Summarize may only write one of the options' letters "
-                                                "(as runs trained with --restrict-answer are evaluated)")
+            restrict = answer_mode_radio()
     return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict)
 
 

@@ -57,6 +57,11 @@ def test_train_args_are_a_validated_list(ws):
     assert argv[argv.index("--student") + 1] == str(ws.runs_dir / "p1" / "best")
     assert argv[argv.index("--max-steps") + 1] == "3"
     assert "--data-dir" in argv
+    assert "--restrict-answer" not in argv  # "free", the paper's decoding, by default
+    for mode, flags in ((True, ["--restrict-answer", "constrain"]), ("constrain", ["--restrict-answer", "constrain"]),
+                        ("score", ["--restrict-answer", "score"]), (False, [])):
+        argv = jobs.train_args(TrainSettings(run="r1", restrict_answer=mode), ws)
+        assert [a for a in argv if a in ("--restrict-answer", "constrain", "score")] == flags
 
 
 @pytest.mark.parametrize("field,value", [
@@ -64,7 +69,7 @@ def test_train_args_are_a_validated_list(ws):
     ("data", "csqa && ls"), ("stage_type", "summarize; id"), ("student", "../../etc"),
     ("student", "/etc/passwd"), ("interval", "3; rm -rf /"), ("interval", 0), ("epochs", "1e9999"),
     ("epochs", "nan"), ("lr", "`id`"), ("limit", "10 --max-steps 1"), ("batch_size", True), ("seed", 1.5),
-    ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("warmup_steps", -1),
+    ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("restrict_answer", "score --lr 9"), ("restrict_answer", 1), ("warmup_steps", -1),
 ])
 def test_train_args_reject_injected_values(ws, field, value):
     settings = TrainSettings(run="ok")
@@ -120,6 +125,9 @@ def test_quick_run_is_small(ws):
     s = jobs.quick_run_settings("quick-test")
     argv = jobs.train_args(s, ws)
     assert s.limit <= 500 and s.max_steps and argv[argv.index("--student") + 1] == "minilm-bert2bert"
+    # the recipe under which the default student learned (bench/RESULTS.md)
+    assert argv[argv.index("--answer-format") + 1] == "text_letter"
+    assert argv[argv.index("--restrict-answer") + 1] == "score"
     assert Path(argv[argv.index("--run") + 1]).parent == ws.runs_dir
 
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tinythinker.stages import STAGE_TYPES
+from tinythinker.stages import ANSWER_FORMATS, ANSWER_MODES, STAGE_TYPES, answer_mode
 from tinythinker.workspace import RUNS, Workspace, WorkspaceError, check_name
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa")
@@ -27,7 +27,6 @@ NAMED_STUDENTS = ("minilm-bert2bert", "smollm2-135m")
 # The same choices as tinythinker.phase2 (a test keeps them equal): importing phase2 here would load the whole
 # training stack (transformers.Trainer) at app start-up just for two tuples.
 DPO_STAGE_TYPES = ("recall", "analyze", "recall_analyze")
-ANSWER_FORMATS = ("letter", "letter_text")  # tinythinker.phase1
 PAIR_MODES = ("auto", "curated", "both")
 JOBS, JOB_FILE, JOB_LOG = ".jobs", "job.json", "job.log"
 
@@ -50,7 +49,9 @@ class TrainSettings:
     seed: int = 0
     warmup_steps: int = 0
     answer_format: str = "letter"  # "letter_text": the option's words next to its letter (a phase-1 recipe knob)
-    restrict_answer: bool = False  # evaluate with the Summarize letter restricted to the question's options
+    # Summarize at evaluation: "free" (the paper), "constrain" or "score" (`stages.ANSWER_MODES`); a bool as in
+    # Phase1Config (True = "constrain")
+    restrict_answer: bool | str = "free"
 
 
 @dataclass
@@ -132,9 +133,10 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
         "--answer-format", _choice(s.answer_format, "answer format", ANSWER_FORMATS),
         "--run", str(ws.run_dir(s.run)),
     ]
-    if not isinstance(s.restrict_answer, bool):
-        raise WorkspaceError(f"restrict answer: expected true or false, got {s.restrict_answer!r}")
-    argv += ["--restrict-answer"] if s.restrict_answer else []
+    if not isinstance(s.restrict_answer, bool) and s.restrict_answer not in ANSWER_MODES:
+        raise WorkspaceError(f"restrict answer: expected one of {', '.join(ANSWER_MODES)}, got {s.restrict_answer!r}")
+    mode = answer_mode(s.restrict_answer)
+    argv += [] if mode == "free" else ["--restrict-answer", mode]
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--max-steps", _int(s.max_steps, "max steps", 1, 10_000_000, optional=True))
@@ -354,10 +356,11 @@ def progress(job: Job) -> float | None:
 def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert") -> TrainSettings:
     """A first run that finishes in minutes on a CPU: a CSQA slice, a short schedule, a small validation.
     Enough to replace the untrained model's noise with a trained checkpoint, not to reproduce the paper.
-    The recipe flags are bench/phase1.py's RECIPE (lr 3e-4 with warm-up, option text in the answer target,
-    answer restricted to the options at evaluation). 70 steps are one cycle of the interval schedule on CSQA
+    The recipe is bench/phase1.py's RECIPE2 (the option's words before the letter in the answer target, the
+    answer chosen by scoring the options at evaluation) at lr 3e-4 with warm-up, the one under which the default
+    student learned (bench/RESULTS.md). 70 steps are one cycle of the interval schedule on CSQA
     (10 Recall + 10 x 5 options Analyze + 10 Summarize), which ends with one evaluation that writes best/."""
     name = check_name(name or time.strftime("quick-%Y%m%d-%H%M%S"), "run name")
     return TrainSettings(run=name, data="csqa", student=student, stage_type="recall_analyze_summarize",
                          interval=10, epochs=1.0, limit=200, eval_limit=50, max_steps=70, batch_size=8,
-                         lr=3e-4, seed=0, warmup_steps=10, answer_format="letter_text", restrict_answer=True)
+                         lr=3e-4, seed=0, warmup_steps=10, answer_format="text_letter", restrict_answer="score")

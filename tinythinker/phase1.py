@@ -74,8 +74,7 @@ class Phase1Config:
         stages.stages_of(self.stage_type)  # clear error for an unknown stage type
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"unknown answer format {self.answer_format!r}; choose one of {', '.join(ANSWER_FORMATS)}")
-        from tinythinker.pipeline import answer_mode
-        answer_mode(self.restrict_answer)
+        stages.answer_mode(self.restrict_answer)
         if self.order not in ORDERS:
             raise ValueError(f"unknown order {self.order!r}; choose one of {', '.join(ORDERS)}")
         for name in ("interval", "batch_size", "eval_batch_size", "grad_accum", "max_source_length",

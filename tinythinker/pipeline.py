@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from tinythinker import stages
-from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, stages_of
+from tinythinker.stages import ANALYZE, ANSWER_MODES, RECALL, SUMMARIZE, answer_mode, stages_of  # noqa: F401
 from tinythinker.students import Student
 from tinythinker.types import Question, Trace
 
@@ -142,18 +142,8 @@ def _analyze(student, items, stage_type, sc, seed, restrict_answer):
         item.analyses[label] = text
 
 
-ANSWER_MODES = ("free", "constrain", "score")
 # Candidates scored per forward pass in "score" mode: bounds memory (a CSQA question has 15 candidates).
 SCORE_BATCH = 64
-
-
-def answer_mode(restrict_answer: bool | str) -> str:
-    """The Summarize answer mode for a `restrict_answer` value: a bool (True = "constrain") or a mode's name."""
-    if isinstance(restrict_answer, bool):
-        return "constrain" if restrict_answer else "free"
-    if restrict_answer not in ANSWER_MODES:
-        raise ValueError(f"unknown answer mode {restrict_answer!r}; choose one of {', '.join(ANSWER_MODES)}")
-    return restrict_answer
 
 
 def _score_choices(student: Student, inputs: list[str], choices: list[list[str]]) -> list[int]:

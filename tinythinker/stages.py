@@ -125,6 +125,20 @@ def summarize_target(label: str, option_text: str | None = None, answer_format: 
     return f"{_clean(option_text)}. So the answer is option {label}."
 
 
+# How Summarize writes its answer at inference (the pipeline's `restrict_answer`): free generation (the paper),
+# decoding constrained to `answer_choices`, or the choice with the best mean log-likelihood.
+ANSWER_MODES = ("free", "constrain", "score")
+
+
+def answer_mode(restrict_answer: bool | str) -> str:
+    """The Summarize answer mode for a `restrict_answer` value: a bool (True = "constrain") or a mode's name."""
+    if isinstance(restrict_answer, bool):
+        return "constrain" if restrict_answer else "free"
+    if restrict_answer not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {restrict_answer!r}; choose one of {', '.join(ANSWER_MODES)}")
+    return restrict_answer
+
+
 def answer_choices(q: Question) -> list[str]:
     """Every valid Summarize text for `q`, in every answer format: what restricted decoding may write."""
     return [summarize_target(lab, q.option_text(lab), fmt) for fmt in ANSWER_FORMATS for lab in q.labels]
