@@ -224,6 +224,27 @@ def test_evaluate_command(tmp_path, data_dir, capsys):
     assert "unknown stage 'think'" in capsys.readouterr().err
 
 
+def test_evaluate_from_stage_gives_the_student_the_teachers_texts(tmp_path, data_dir, capsys):
+    from tinythinker.data import load_rationales
+
+    folder = tiny_student("seq2seq").save(tmp_path / "student")
+    out = tmp_path / "oracle.jsonl"
+    argv = ["evaluate", "--student", str(folder), "--data", "csqa", "--data-dir", str(data_dir), "--limit", "6",
+            "--summarize-tokens", "6", "--batch-size", "4", "--out", str(out), "--json",
+            "--from-stage", "summarize", "--restrict-answer", "score"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    traces = read_traces(out)
+    assert result["questions"] == len(traces) == 6 - result["skipped_uncovered"] > 0
+    questions = load_questions("csqa", "validation", data_dir=data_dir, limit=6)
+    teacher = load_rationales("csqa", questions, data_dir=data_dir)
+    for t in traces:  # the teacher's recall and analyses, untouched; only the summary is the student's
+        assert any(t.recall == r.recall and t.analyses == r.analyses for r in teacher[t.question.id])
+        assert t.summary in stages.answer_choices(t.question)
+    assert cli.main([*argv[:-4], "--stage-type", "summarize", "--from-stage", "summarize"]) == 2
+    assert "gives the student nothing from the teacher" in capsys.readouterr().err
+
+
 def test_greedy_is_the_default():
     assert GREEDY.is_greedy and not Sampling.sampled().is_greedy
     assert GREEDY.summarize.max_new_tokens >= len("So the answer is option A.".split())

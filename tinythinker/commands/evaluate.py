@@ -36,6 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of sampling")
     p.add_argument("--stage-type", default=stages.DEFAULT_STAGE_TYPE, choices=list(stages.STAGE_TYPES))
     p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    p.add_argument("--from-stage", default=None, choices=[stages.ANALYZE, stages.SUMMARIZE],
+                   help="the stages before this one are the teacher's (the rationale source's) texts, this and "
+                        "later ones are generated: how much does the student's answer depend on what it is given? "
+                        "Questions the source does not cover are skipped and counted")
+    p.add_argument("--source", default=None, help="with --from-stage: rationale source (default: the data's own)")
     p.add_argument("--out", default=None,
                    help=f"traces JSONL (default: {DEFAULT_OUT_DIR}/<student>-<data>-<split>-<time>.jsonl)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -80,6 +85,36 @@ def sampling_from_args(args: argparse.Namespace):
     return sampling
 
 
+def teacher_context(questions, args: argparse.Namespace):
+    """Traces holding the teacher's texts for the stages of `args.stage_type` before `args.from_stage`: the first
+    rationale of each question that has all of them. Uncovered questions are left out (the caller counts them)."""
+    from tinythinker.data import load_rationales
+    from tinythinker.types import Trace
+
+    order = stages.stages_of(args.stage_type)
+    if args.from_stage not in order:
+        raise ValueError(f"stage type {args.stage_type!r} has no {args.from_stage!r} stage to start from")
+    kept = order[:order.index(args.from_stage)]
+    if not kept:
+        raise ValueError(f"--from-stage {args.from_stage} with stage type {args.stage_type!r} gives the student "
+                         "nothing from the teacher; drop --from-stage")
+    rationales = load_rationales(args.data, questions, data_dir=args.data_dir, source=args.source, path=args.path)
+    given = []
+    for q in questions:
+        for r in rationales.get(q.id, []):
+            if stages.RECALL in kept and not r.recall:
+                continue
+            if stages.ANALYZE in kept and any(not r.analyses.get(lab) for lab in q.labels):
+                continue
+            given.append(Trace(question=q, recall=r.recall, analyses=dict(r.analyses), summary="", predicted=None,
+                               correct=None))
+            break
+    if not given:
+        raise ValueError(f"the rationale source covers none of the {len(questions)} questions with what "
+                         f"--from-stage {args.from_stage} needs")
+    return given
+
+
 def default_out(student: str, data: str, split: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(student.rstrip("/")).name or student).strip("_") or "student"
     return DEFAULT_OUT_DIR / f"{name}-{data}-{split}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
@@ -115,9 +150,21 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     start = time.perf_counter()
-    traces = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
-                          batch_size=args.batch_size, num_samples=args.num_samples,
-                          restrict_answer=args.restrict_answer, on_progress=progress)
+    if args.from_stage:
+        from tinythinker.pipeline import complete_traces
+
+        given = teacher_context(questions, args)
+        skipped = len(questions) - len(given)
+        bar.total = len(given) * args.num_samples
+        traces = complete_traces(student, given, args.from_stage, stage_type=args.stage_type, sampling=sampling,
+                                 batch_size=args.batch_size, num_samples=args.num_samples,
+                                 restrict_answer=args.restrict_answer, on_progress=progress)
+        questions = [t.question for t in given]
+    else:
+        skipped = 0
+        traces = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
+                              batch_size=args.batch_size, num_samples=args.num_samples,
+                              restrict_answer=args.restrict_answer, on_progress=progress)
     seconds = time.perf_counter() - start
     bar.close()
     write_traces(out, traces)
@@ -127,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "questions": len(questions), **accuracy(traces), "seconds": round(seconds, 2),
         "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
+        "from_stage": args.from_stage, "skipped_uncovered": skipped,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -138,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"self-consistency:   {result['self_consistency_accuracy']:.1%} "
               f"(majority of {args.num_samples} samples)")
     print(f"invalid answers:    {result['invalid_rate']:.1%}")
+    if args.from_stage:
+        print(f"teacher's texts before {args.from_stage}; {skipped} questions without them skipped")
     print(f"questions/second:   {result['questions_per_second']:.3f} ({seconds:.1f} s)")
     print(f"traces:             {out}")
     return 0
