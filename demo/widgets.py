@@ -94,7 +94,7 @@ def custom_question(stem: str, options: str, answer: str | None = None) -> Quest
 
 
 def question_markdown(q: Question) -> str:
-    opts = "\n".join(f"- **({o.label})** {o.text}" + ("  ✓" if o.label == q.answer else "") for o in q.options)
+    opts = "\n".join(f"- **({o.label})** {o.text}" + ("  (answer)" if o.label == q.answer else "") for o in q.options)
     return f"**{q.stem}**\n\n{opts}\n\n<sub>id {q.id} · {q.source}</sub>"
 
 
@@ -176,9 +176,10 @@ def verdict_markdown(trace: Trace) -> str:
     predicted = trace.predicted or "no valid answer"
     if trace.correct is None:
         return f"### Prediction: {predicted}"
-    mark = "✅ right" if trace.correct else f"❌ wrong (answer {trace.question.answer})"
+    # Words, not emoji: Debian's Chromium (and many Linux desktops) has no emoji font and draws an empty box.
+    mark = "right" if trace.correct else f"wrong (answer {trace.question.answer})"
     return f"### Prediction: {predicted} — {mark}"
 
 
-UNTRAINED_NOTE = ("⚠️ **Untrained model**: this is the default student before any training. Its output is noise, "
+UNTRAINED_NOTE = ("**Untrained model**: this is the default student before any training. Its output is noise, "
                   "not a result — train a run (Train tab) and pick its checkpoint.")

@@ -51,3 +51,15 @@ def test_disagreements_and_word_diff():
     left, right = word_diff("the cat sat on the mat", "the dog sat on the mat")
     assert ("cat ", "-") in left and ("dog ", "+") in right
     assert "".join(t for t, _ in left).split() == "the cat sat on the mat".split()
+
+
+def test_verdict_and_notes_draw_in_any_font():
+    from demo.widgets import UNTRAINED_NOTE, question_markdown, verdict_markdown
+
+    q = Question("q", "Where?", [Option("A", "oven"), Option("B", "park")], "B", "test")
+    wrong = Trace(question=q, recall=None, analyses={}, summary="So the answer is option A.", predicted="A",
+                  correct=False)
+    text = verdict_markdown(wrong) + UNTRAINED_NOTE + question_markdown(q)
+    assert "wrong (answer B)" in text
+    # no emoji or dingbats: Debian's Chromium has no font for them (an empty box where the verdict should be)
+    assert not [c for c in text if ord(c) >= 0x2190]
