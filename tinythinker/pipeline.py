@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from tinythinker import stages
-from tinythinker.stages import ANALYZE, ANSWER_MODES, RECALL, SUMMARIZE, answer_mode, stages_of  # noqa: F401
+from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, answer_mode, stages_of
 from tinythinker.students import Student
 from tinythinker.types import Question, Trace
 
@@ -154,14 +154,13 @@ def _score_choices(student: Student, inputs: list[str], choices: list[list[str]]
         for start in range(0, len(pairs), SCORE_BATCH):
             chunk = pairs[start:start + SCORE_BATCH]
             scores += student.sequence_logprobs([p[1] for p in chunk], [p[2] for p in chunk]).tolist()
-    best: dict[int, tuple[float, int]] = {}
-    counter = Counter()
-    for (row, _, _), score, n in zip(pairs, scores, lengths, strict=True):
-        k = counter[row]
-        counter[row] += 1
-        if row not in best or score / n > best[row][0]:
-            best[row] = (score / n, k)
-    return [best[row][1] for row in range(len(inputs))]
+    means = [score / n for score, n in zip(scores, lengths, strict=True)]
+    picks, start = [], 0
+    for cs in choices:
+        row = means[start:start + len(cs)]
+        picks.append(max(range(len(cs)), key=row.__getitem__))
+        start += len(cs)
+    return picks
 
 
 def _summarize(student, items, stage_type, sc, seed, restrict_answer):
