@@ -33,11 +33,13 @@ def phase1_choices(ctx) -> list[str]:
 
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
-                 batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free"):
+                 batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free",
+                 cross_attention_lr_scale=1.0):
     settings = TrainSettings(run=run, data=data, student=student, stage_type=stage_type, interval=interval,
                              epochs=epochs, limit=limit, eval_limit=eval_limit, max_steps=max_steps,
                              batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
-                             answer_format=answer_format, restrict_answer=restrict_answer)
+                             answer_format=answer_format, restrict_answer=restrict_answer,
+                             cross_attention_lr_scale=cross_attention_lr_scale)
     job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(run), kind="phase 1")
     return gr.update(choices=job_choices(ctx), value=job.name)
 
@@ -114,14 +116,18 @@ def build(ctx) -> None:
             p1_eval = gr.Number(200, precision=0, label="validation questions (0 = all)")
             p1_steps = gr.Number(0, precision=0, label="max steps (0 = epochs decide)")
             p1_bs = gr.Number(16, precision=0, label="batch size")
-            p1_lr = gr.Number(5e-4, label="learning rate")
+            p1_lr = gr.Number(1e-4, label="learning rate")
             p1_seed = gr.Number(0, precision=0, label="seed")
         with gr.Row():
-            p1_warmup = gr.Number(0, precision=0, label="warm-up steps")
-            p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="letter",
+            p1_warmup = gr.Number(50, precision=0, label="warm-up steps")
+            p1_xattn = gr.Number(10.0, label="cross-attention lr x (bert2bert only; 1 for other students)")
+            p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="text_letter",
                                     label="answer target (letter = the paper's; letter_text / text_letter add the "
                                           "option's words after / before the letter)")
-            p1_restrict = answer_mode_radio()
+            p1_restrict = answer_mode_radio("score")
+        gr.Markdown("Pre-filled with the recipe under which the offline student learns (bench/RESULTS.md: r2). "
+                    "The paper's own: answer target `letter`, answer `free`, learning rate 5e-4, no warm-up, "
+                    "cross-attention x1.")
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():
@@ -157,7 +163,7 @@ def build(ctx) -> None:
     # Events, all in one place.
     p1_go.click(friendly(lambda *a: start_phase1(ctx, *a)),
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
-                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict], job, api_name="start_phase1")
+                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn], job, api_name="start_phase1")
     p2_go.click(friendly(lambda *a: start_phase2(ctx, *a)),
                 [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
                  p2_seed], job, api_name="start_phase2")

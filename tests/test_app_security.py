@@ -58,6 +58,9 @@ def test_train_args_are_a_validated_list(ws):
     assert argv[argv.index("--max-steps") + 1] == "3"
     assert "--data-dir" in argv
     assert "--restrict-answer" not in argv  # "free", the paper's decoding, by default
+    assert "--cross-attention-lr-scale" not in argv
+    argv = jobs.train_args(TrainSettings(run="r1", cross_attention_lr_scale=10), ws)
+    assert argv[argv.index("--cross-attention-lr-scale") + 1] == "10.0"
     for mode, flags in ((True, ["--restrict-answer", "constrain"]), ("constrain", ["--restrict-answer", "constrain"]),
                         ("score", ["--restrict-answer", "score"]), (False, [])):
         argv = jobs.train_args(TrainSettings(run="r1", restrict_answer=mode), ws)
@@ -69,7 +72,8 @@ def test_train_args_are_a_validated_list(ws):
     ("data", "csqa && ls"), ("stage_type", "summarize; id"), ("student", "../../etc"),
     ("student", "/etc/passwd"), ("interval", "3; rm -rf /"), ("interval", 0), ("epochs", "1e9999"),
     ("epochs", "nan"), ("lr", "`id`"), ("limit", "10 --max-steps 1"), ("batch_size", True), ("seed", 1.5),
-    ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("restrict_answer", "score --lr 9"), ("restrict_answer", 1), ("warmup_steps", -1),
+    ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("restrict_answer", "score --lr 9"), ("restrict_answer", 1),
+    ("cross_attention_lr_scale", "10 --lr 9"), ("cross_attention_lr_scale", 0), ("cross_attention_lr_scale", "nan"), ("warmup_steps", -1),
 ])
 def test_train_args_reject_injected_values(ws, field, value):
     settings = TrainSettings(run="ok")

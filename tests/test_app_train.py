@@ -20,9 +20,9 @@ def served(tmp_path_factory, data_dir):
 
 def _phase1(client, run, max_steps):
     # run, data, student, stage type, interval, epochs, limit, eval limit, max steps, batch size, lr, seed,
-    # warm-up, answer format, restrict answer
+    # warm-up, answer format, restrict answer, cross-attention lr scale
     return client.predict(run, "csqa", "tiny-a/best", "recall_analyze_summarize", 1, 1.0, 8, 4, max_steps, 2,
-                          5e-4, 0, 0, "letter", "free", api_name="/start_phase1")
+                          5e-4, 0, 0, "letter", "free", 1.0, api_name="/start_phase1")
 
 
 def _wait(client, run, until, timeout=300):
@@ -64,10 +64,10 @@ def test_bad_settings_start_nothing(served):
     ctx, client = served
     with pytest.raises(Exception, match="must be 1-80 characters"):
         client.predict("x; touch /tmp/pwned", "csqa", "tiny-a/best", "recall_analyze_summarize", 1, 1.0, 8, 4, 2,
-                       2, 5e-4, 0, 0, "letter", "free", api_name="/start_phase1")
+                       2, 5e-4, 0, 0, "letter", "free", 1.0, api_name="/start_phase1")
     with pytest.raises(Exception, match="outside the workspace"):
         client.predict("ok-run", "csqa", "../../etc", "recall_analyze_summarize", 1, 1.0, 8, 4, 2, 2, 5e-4, 0,
-                       0, "letter", "free", api_name="/start_phase1")
+                       0, "letter", "free", 1.0, api_name="/start_phase1")
     assert not (ctx.ws.runs_dir / "ok-run").exists()
 
 

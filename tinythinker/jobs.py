@@ -48,6 +48,7 @@ class TrainSettings:
     lr: float = 5e-4  # phase 1's default (the paper's scripts)
     seed: int = 0
     warmup_steps: int = 0
+    cross_attention_lr_scale: float = 1.0  # bert2bert only: the new cross-attention's learning rate multiplier
     answer_format: str = "letter"  # "letter_text": the option's words next to its letter (a phase-1 recipe knob)
     # Summarize at evaluation: "free" (the paper), "constrain" or "score" (`stages.ANSWER_MODES`); a bool as in
     # Phase1Config (True = "constrain")
@@ -137,6 +138,8 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
         raise WorkspaceError(f"restrict answer: expected one of {', '.join(ANSWER_MODES)}, got {s.restrict_answer!r}")
     mode = answer_mode(s.restrict_answer)
     argv += [] if mode == "free" else ["--restrict-answer", mode]
+    scale = _float(s.cross_attention_lr_scale, "cross-attention lr scale", 0.001, 1000)
+    argv += [] if scale == 1.0 else ["--cross-attention-lr-scale", str(scale)]
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--max-steps", _int(s.max_steps, "max steps", 1, 10_000_000, optional=True))
@@ -363,4 +366,5 @@ def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert
     name = check_name(name or time.strftime("quick-%Y%m%d-%H%M%S"), "run name")
     return TrainSettings(run=name, data="csqa", student=student, stage_type="recall_analyze_summarize",
                          interval=10, epochs=1.0, limit=200, eval_limit=50, max_steps=70, batch_size=8,
-                         lr=3e-4, seed=0, warmup_steps=10, answer_format="text_letter", restrict_answer="score")
+                         lr=3e-4, seed=0, warmup_steps=10, answer_format="text_letter", restrict_answer="score",
+                         cross_attention_lr_scale=10.0)
