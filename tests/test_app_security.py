@@ -132,6 +132,8 @@ def test_quick_run_is_small(ws):
     # the recipe under which the default student learned (bench/RESULTS.md)
     assert argv[argv.index("--answer-format") + 1] == "text_letter"
     assert argv[argv.index("--restrict-answer") + 1] == "score"
+    assert argv[argv.index("--cross-attention-lr-scale") + 1] == "10.0"
+    assert "--cross-attention-lr-scale" not in jobs.train_args(jobs.quick_run_settings("q2", "smollm2-135m"), ws)
     assert Path(argv[argv.index("--run") + 1]).parent == ws.runs_dir
 
 

@@ -367,4 +367,5 @@ def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert
     return TrainSettings(run=name, data="csqa", student=student, stage_type="recall_analyze_summarize",
                          interval=10, epochs=1.0, limit=200, eval_limit=50, max_steps=70, batch_size=8,
                          lr=3e-4, seed=0, warmup_steps=10, answer_format="text_letter", restrict_answer="score",
-                         cross_attention_lr_scale=10.0)
+                         # only a bert2bert has new cross-attention (phase 1 refuses the scale for other students)
+                         cross_attention_lr_scale=10.0 if student == "minilm-bert2bert" else 1.0)
