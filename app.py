@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where runs and checkpoints live")
     p.add_argument("--db", default=os.environ.get("TINYTHINKER_DB", "annotations/tinythinker.db"),
                    help="annotation store (SQLite)")
-    p.add_argument("--student", default=None, help="the default student (default: minilm-bert2bert)")
+    p.add_argument("--student", default=None, help="the default student (default: smollm2-135m, the offline student that learned best)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the app's own inference (0 = torch's default); training jobs are "
                         "separate processes and keep their own")
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_context(args: argparse.Namespace):
-    from demo.context import DEFAULT_STUDENT, AppContext
+    from demo.context import AppContext
+    from tinythinker import DEFAULT_STUDENT
     from tinythinker.data import resolve_data_dir
     from tinythinker.workspace import Workspace
 

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinythinker import DEFAULT_STUDENT
 from tinythinker.data import load_examples, load_questions
 from tinythinker.jobs import NAMED_STUDENTS
 from tinythinker.modelcache import StudentCache
@@ -13,8 +14,6 @@ from tinythinker.runs import RunError, read_config
 from tinythinker.types import Question, Rationale
 from tinythinker.workspace import RUNS, Workspace, student_folders
 
-# The offline default student (issue 3 picks it by benchmark; see README).
-DEFAULT_STUDENT = "minilm-bert2bert"
 UNTRAINED_SUFFIX = " (untrained)"
 
 

@@ -116,18 +116,19 @@ def build(ctx) -> None:
             p1_eval = gr.Number(200, precision=0, label="validation questions (0 = all)")
             p1_steps = gr.Number(0, precision=0, label="max steps (0 = epochs decide)")
             p1_bs = gr.Number(16, precision=0, label="batch size")
-            p1_lr = gr.Number(1e-4, label="learning rate")
+            p1_lr = gr.Number(5e-5, label="learning rate (bert2bert: 1e-4)")
             p1_seed = gr.Number(0, precision=0, label="seed")
         with gr.Row():
             p1_warmup = gr.Number(50, precision=0, label="warm-up steps")
-            p1_xattn = gr.Number(10.0, label="cross-attention lr x (bert2bert only; 1 for other students)")
+            p1_xattn = gr.Number(1.0, label="cross-attention lr x (bert2bert only, where 10 learned; 1 otherwise)")
             p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="text_letter",
                                     label="answer target (letter = the paper's; letter_text / text_letter add the "
                                           "option's words after / before the letter)")
             p1_restrict = answer_mode_radio("score")
-        gr.Markdown("Pre-filled with the recipe under which the offline student learns (bench/RESULTS.md: r2). "
-                    "The paper's own: answer target `letter`, answer `free`, learning rate 5e-4, no warm-up, "
-                    "cross-attention x1.")
+        gr.Markdown("Pre-filled with the recipe under which the offline students learn (bench/RESULTS.md, r2): "
+                    "the option's words before the letter, answers scored, warm-up; SmolLM2 at lr 5e-5, bert2bert "
+                    "at lr 1e-4 with cross-attention x10. The paper's own: answer target `letter`, answer `free`, "
+                    "learning rate 5e-4, no warm-up.")
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():

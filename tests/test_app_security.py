@@ -126,14 +126,16 @@ def test_cli_binds_loopback_by_default_and_parses_auth():
 
 
 def test_quick_run_is_small(ws):
-    s = jobs.quick_run_settings("quick-test")
+    s = jobs.quick_run_settings("quick-test", "minilm-bert2bert")
     argv = jobs.train_args(s, ws)
     assert s.limit <= 500 and s.max_steps and argv[argv.index("--student") + 1] == "minilm-bert2bert"
     # the recipe under which the default student learned (bench/RESULTS.md)
     assert argv[argv.index("--answer-format") + 1] == "text_letter"
     assert argv[argv.index("--restrict-answer") + 1] == "score"
     assert argv[argv.index("--cross-attention-lr-scale") + 1] == "10.0"
-    assert "--cross-attention-lr-scale" not in jobs.train_args(jobs.quick_run_settings("q2", "smollm2-135m"), ws)
+    smol = jobs.train_args(jobs.quick_run_settings("q2"), ws)  # the default student
+    assert smol[smol.index("--student") + 1] == "smollm2-135m" and "--cross-attention-lr-scale" not in smol
+    assert smol[smol.index("--lr") + 1] == "5e-05"
     assert Path(argv[argv.index("--run") + 1]).parent == ws.runs_dir
 
 

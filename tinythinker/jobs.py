@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tinythinker import DEFAULT_STUDENT
 from tinythinker.stages import ANSWER_FORMATS, ANSWER_MODES, STAGE_TYPES, answer_mode
 from tinythinker.workspace import RUNS, Workspace, WorkspaceError, check_name
 
@@ -37,7 +38,7 @@ class TrainSettings:
 
     run: str
     data: str = "csqa"
-    student: str = "minilm-bert2bert"
+    student: str = DEFAULT_STUDENT
     stage_type: str = "recall_analyze_summarize"
     interval: int = 20
     epochs: float = 1.0
@@ -356,16 +357,19 @@ def progress(job: Job) -> float | None:
     return segment
 
 
-def quick_run_settings(name: str | None = None, student: str = "minilm-bert2bert") -> TrainSettings:
+def quick_run_settings(name: str | None = None, student: str = DEFAULT_STUDENT) -> TrainSettings:
     """A first run that finishes in minutes on a CPU: a CSQA slice, a short schedule, a small validation.
     Enough to replace the untrained model's noise with a trained checkpoint, not to reproduce the paper.
     The recipe is bench/phase1.py's RECIPE2 (the option's words before the letter in the answer target, the
-    answer chosen by scoring the options at evaluation) at lr 3e-4 with warm-up, the one under which the default
-    student learned (bench/RESULTS.md). 70 steps are one cycle of the interval schedule on CSQA
+    answer chosen by scoring the options at evaluation) with warm-up, under which both offline students learned
+    (bench/RESULTS.md): a pretrained LM (SmolLM2) at lr 5e-5, the bert2bert at 3e-4 with its new cross-attention
+    at 10x. 70 steps are one cycle of the interval schedule on CSQA
     (10 Recall + 10 x 5 options Analyze + 10 Summarize), which ends with one evaluation that writes best/."""
     name = check_name(name or time.strftime("quick-%Y%m%d-%H%M%S"), "run name")
+    bert2bert = student == "minilm-bert2bert"
     return TrainSettings(run=name, data="csqa", student=student, stage_type="recall_analyze_summarize",
                          interval=10, epochs=1.0, limit=200, eval_limit=50, max_steps=70, batch_size=8,
-                         lr=3e-4, seed=0, warmup_steps=10, answer_format="text_letter", restrict_answer="score",
+                         lr=3e-4 if bert2bert else 5e-5, seed=0, warmup_steps=10, answer_format="text_letter",
+                         restrict_answer="score",
                          # only a bert2bert has new cross-attention (phase 1 refuses the scale for other students)
-                         cross_attention_lr_scale=10.0 if student == "minilm-bert2bert" else 1.0)
+                         cross_attention_lr_scale=10.0 if bert2bert else 1.0)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from tinythinker import runs, stages
+from tinythinker import DEFAULT_STUDENT, runs, stages
 from tinythinker.schedule import ORDERS, StageBatchSampler, cycle_steps
 from tinythinker.types import Question, Rationale
 
@@ -37,7 +37,7 @@ ANSWER_FORMATS = stages.ANSWER_FORMATS
 @dataclass
 class Phase1Config:
     data: str = "csqa"
-    student: str = "minilm-bert2bert"
+    student: str = DEFAULT_STUDENT
     stage_type: str = stages.DEFAULT_STAGE_TYPE
     run: str = "runs/phase1"
     data_dir: str | None = None

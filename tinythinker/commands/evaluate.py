@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tinythinker import stages
+from tinythinker import DEFAULT_STUDENT, stages
 from tinythinker.data import BENCHMARKS, ENV_DATA_DIR, SPLITS, USER_FORMATS, load_questions
 
 DEFAULT_OUT_DIR = Path("runs") / "evaluate"
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                     "writes every trace to a JSONL file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--student", default="minilm-bert2bert",
+    p.add_argument("--student", default=DEFAULT_STUDENT,
                    help="minilm-bert2bert, smollm2-135m, a student or run folder, or a hub id")
     p.add_argument("--data", default="csqa", choices=BENCHMARKS + USER_FORMATS)
     p.add_argument("--split", default="validation", choices=SPLITS)
