@@ -7,9 +7,13 @@ own, and its exact command is recorded); results are merged into bench/out/phase
                                                            "command": "...", ...}}}}
 
 `val_acc` is the accuracy of the best evaluation (the checkpoint the run keeps, selected on these same
-validation questions, as the paper selects); `last_acc` is the final step's, free of that selection.
+validation questions, as the paper selects); `last_acc` is the final step's, free of that selection. The recipe of
+record (r2-*) is keyed by the plain stage type, the others by `<stage_type>+<recipe>` (+ `--tag`).
 
-    .venv/bin/python bench/phase1.py --only bert2bert-answer --max-steps 125 --eval-limit 300
+    .venv/bin/python bench/phase1.py --only r2-bert2bert-answer --max-steps 125 --eval-limit 300
+    .venv/bin/python bench/phase1.py --only r2-bert2bert-answer r2-bert2bert-full --parallel 2 --timeout 3600  # GPU
+
+A run cut by --timeout keeps the evaluations it made (`timed_out: true`); the same command again resumes it.
 """
 
 from __future__ import annotations
