@@ -84,6 +84,7 @@ def test_train_writes_run_folder_with_stage_losses_evals_and_best(tmp_path, kind
     assert reloaded.kind == tiny_student(kind).kind
     assert load_student(runs.last_checkpoint(run)).kind == reloaded.kind  # --student accepts a checkpoint
     assert resolve_student_path(str(run)) == str(run / "best")  # ... and a run folder means its best/
+    assert load_student(run).name == run.name  # so does load_student (evaluate, the app), config.json or not
     assert (run / "train.log").read_text().count("stage examples") == 1
     assert runs.last_checkpoint(run).name == "checkpoint-7"
     assert runs.read_metrics(run, "end")[0]["step"] == 7

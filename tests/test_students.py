@@ -176,3 +176,11 @@ def test_smollm2_loads_offline_from_gguf():
     from transformers.trainer_utils import validate_quantization_for_training
 
     validate_quantization_for_training(s.model)
+
+
+def test_run_folder_without_best_names_what_to_pass(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text('{"command": "train", "student": "tiny"}')
+    with pytest.raises(StudentLoadError, match=r"run folder without a best/ checkpoint.*checkpoint-N"):
+        load_student(run)

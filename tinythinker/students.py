@@ -423,6 +423,18 @@ def _offline_help() -> str:
             "run checkpoint (runs/<run>/best).")
 
 
+def _is_run_folder(path: Path) -> bool:
+    """A `train` / `reflect` run folder: its config.json is the run's (it names the command), not a model's."""
+    if not path.is_dir():
+        return False
+    if not (path / "config.json").is_file():
+        return (path / "best" / "config.json").is_file()
+    try:
+        return "command" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def load_student(name_or_path: str | Path, kind: str | None = None, device: str | torch.device | None = None
                  ) -> Student:
     """Load a student by offline name, local folder or hub id (see the module docstring).
@@ -436,8 +448,11 @@ def load_student(name_or_path: str | Path, kind: str | None = None, device: str 
     if source in OFFLINE_DEFAULTS:
         return _load_named(source, device)
     path = Path(source).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
-        path = path / "best"  # a run folder: its best checkpoint
+    if _is_run_folder(path):  # a run folder means its best checkpoint
+        if not (path / "best" / "config.json").is_file():
+            raise StudentLoadError(f"{path} is a run folder without a best/ checkpoint yet (it has not been "
+                                   f"evaluated); pass one of its checkpoints, {path / 'checkpoints'}/checkpoint-N")
+        path = path / "best"
     if path.exists():
         if not (path / "config.json").is_file():
             raise StudentLoadError(f"{path} is not a model folder (no config.json). {_offline_help()}")
