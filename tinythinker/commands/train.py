@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="the paper's 5e-4 is for T5 / bert2bert (use 1e-4 with the r2 recipe); fine-tune a pretrained "
+                        "causal LM such as smollm2-135m at about 5e-5")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--cross-attention-lr-scale", type=float, default=d.cross_attention_lr_scale,
                    help="bert2bert: learning rate multiplier for the new (randomly initialised) cross-attention")
