@@ -181,5 +181,5 @@ def verdict_markdown(trace: Trace) -> str:
     return f"### Prediction: {predicted} — {mark}"
 
 
-UNTRAINED_NOTE = ("**Untrained model**: this is the default student before any training. Its output is noise, "
-                  "not a result — train a run (Train tab) and pick its checkpoint.")
+UNTRAINED_NOTE = ("**Untrained model**: this is the default student before any training on the stage formats. "
+                  "What it writes is not a result — train a run (Train tab) and pick its checkpoint.")

@@ -62,7 +62,7 @@ class Phase1Config:
     answer_format: str = "letter"
     order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
     # Summarize at evaluation: False = free (the paper), True/"constrain" = prefix tree of the valid answers,
-    # "score" = the valid answer with the best mean log-likelihood (`pipeline.answer_mode`)
+    # "score" = the valid answer with the best mean log-likelihood (`stages.answer_mode`)
     restrict_answer: bool | str = False
     eval_max_new_tokens: int | None = None  # cap every stage's generation at evaluation (None: pipeline's budgets)
     max_source_length: int = 512
