@@ -15,8 +15,8 @@ CSS = ".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress 
 
 FIRST_START = (
     "### No trained model yet\n"
-    "There is no trained run in `{runs}`. An untrained student only produces noise, so the tabs below have "
-    "nothing real to show. Start a **quick run** (the default student `{student}` on a 200-question CSQA slice, "
+    "There is no trained run in `{runs}`. An untrained student has not learned the stage formats, so the tabs "
+    "below have nothing real to show. Start a **quick run** (the default student `{student}` on a 200-question CSQA slice, "
     "one 70-step cycle of the schedule, minutes on an idle CPU; follow it in the Train tab), or train your own run there. The untrained default can "
     "still be picked in Step through, labelled as untrained."
 )

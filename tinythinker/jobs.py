@@ -50,7 +50,7 @@ class TrainSettings:
     seed: int = 0
     warmup_steps: int = 0
     cross_attention_lr_scale: float = 1.0  # bert2bert only: the new cross-attention's learning rate multiplier
-    answer_format: str = "letter"  # "letter_text": the option's words next to its letter (a phase-1 recipe knob)
+    answer_format: str = "letter"  # `stages.ANSWER_FORMATS`; text_letter / letter_text add the option's words
     # Summarize at evaluation: "free" (the paper), "constrain" or "score" (`stages.ANSWER_MODES`); a bool as in
     # Phase1Config (True = "constrain")
     restrict_answer: bool | str = "free"
@@ -135,9 +135,11 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
         "--answer-format", _choice(s.answer_format, "answer format", ANSWER_FORMATS),
         "--run", str(ws.run_dir(s.run)),
     ]
-    if not isinstance(s.restrict_answer, bool) and s.restrict_answer not in ANSWER_MODES:
-        raise WorkspaceError(f"restrict answer: expected one of {', '.join(ANSWER_MODES)}, got {s.restrict_answer!r}")
-    mode = answer_mode(s.restrict_answer)
+    try:
+        mode = answer_mode(s.restrict_answer)
+    except ValueError:
+        raise WorkspaceError(f"restrict answer: expected one of {', '.join(ANSWER_MODES)}, "
+                             f"got {s.restrict_answer!r}") from None
     argv += [] if mode == "free" else ["--restrict-answer", mode]
     scale = _float(s.cross_attention_lr_scale, "cross-attention lr scale", 0.001, 1000)
     argv += [] if scale == 1.0 else ["--cross-attention-lr-scale", str(scale)]

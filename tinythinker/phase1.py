@@ -58,7 +58,8 @@ class Phase1Config:
     # larger learning rate for those weights is a recipe knob against a decoder that learns to ignore its input.
     cross_attention_lr_scale: float = 1.0
     grad_accum: int = 1
-    # "letter": the paper's `So the answer is option X.`; "letter_text": `(X) TEXT. So the answer is option X.`
+    # `stages.ANSWER_FORMATS`: "letter" (the paper's `So the answer is option X.`), "letter_text"
+    # (`(X) TEXT. So the answer is option X.`), "text_letter" (`TEXT. So the answer is option X.`)
     answer_format: str = "letter"
     order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
     # Summarize at evaluation: False = free (the paper), True/"constrain" = prefix tree of the valid answers,
@@ -400,18 +401,6 @@ def _file_logging(run: Path) -> logging.Handler:
     return handler
 
 
-def resolve_student_path(name_or_path: str) -> str:
-    """`--student runs/x` (a run folder) means that run's best checkpoint."""
-    p = Path(name_or_path)
-    if (p / runs.CONFIG).is_file() and (p / runs.BEST).is_dir():
-        try:
-            if "command" in runs.read_config(p):
-                return str(p / runs.BEST)
-        except runs.RunError:
-            pass
-    return name_or_path
-
-
 def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Rationale]]], list[Question]]:
     from tinythinker.data import load_examples, load_questions
 
@@ -510,7 +499,7 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
 
     set_seed(config.seed)
     if student is None:
-        student = load_student(resolve_student_path(config.student))
+        student = load_student(config.student)  # a run folder means its best/ (load_student)
     log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
              data.skipped)
     dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
