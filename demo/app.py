@@ -1,4 +1,5 @@
-"""One gr.Blocks from the tab modules, plus the first-start notice with its one-click quick run."""
+"""One gr.Blocks from the tab modules, plus the first page: what the method is, what is ready to look at (the
+shipped students), and the one-click quick run where data can be read."""
 
 from __future__ import annotations
 
@@ -11,28 +12,98 @@ from demo.context import AppContext
 from demo.widgets import friendly
 from tinythinker import jobs
 
-CSS = ".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress progress {height: 14px}"
+CSS = (".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress progress {height: 14px} "
+       ".tt-ended {color: #b71c1c}")
 
-FIRST_START = (
-    "### No trained model yet\n"
-    "There is no trained run in `{runs}`. An untrained student has not learned the stage formats, so the tabs "
-    "below have nothing real to show. Start a **quick run** (the default student `{student}` on a 200-question CSQA slice, "
-    "one 70-step cycle of the schedule, minutes on an idle CPU; follow it in the Train tab), or train your own run there. The untrained default can "
-    "still be picked in Step through, labelled as untrained."
-)
+METHOD = """\
+TinyThinker (Piao & Park, *TinyThinker: Distilling Reasoning through Coarse-to-Fine Knowledge Internalization
+with Self-Reflection*, NAACL 2025) teaches a small student model to answer multiple-choice questions the way a
+large teacher reasons, in three stages. Each stage is one text-to-text call of the same student, and each sees
+what the earlier stages wrote:
 
+1. **Recall**: the general knowledge the question calls for, before weighing the options (coarse).
+2. **Analyze**: one short explanation per option, why it fits the question or not (fine).
+3. **Summarize**: the answer, `So the answer is option X.`, read from the recall and the analyses.
+
+**Phase 1, reasoning acquisition.** The student is fine-tuned on a teacher's rationales (for CSQA, the ECQA
+explanations), switching between the Recall, Analyze and Summarize datasets on an *interval schedule* (a block of
+Recall steps, then Analyze, then Summarize, repeated), so that it learns to go from coarse knowledge to a fine
+decision. **Phase 2, self-reflection.** The student samples its own recalls and analyses; a text that led to the
+right answer is preferred over one that led to a wrong answer, and iterative DPO (with an NLL term on the
+preferred text) trains the student on these pairs, round after round.
+
+In this app: **Explore** shows the teacher's rationales as the student sees them in training; **Step through**
+runs a student one stage at a time (edit a stage, re-run what follows); **Compare** puts two students side by
+side, one question or a whole split; **Train** runs phase 1 and phase 2; **Annotate** labels the students'
+stages good or bad (the labels become phase 2's curated pairs); **Results** shows every run and the shipped
+students.
+"""
 
 QUICK_KIND = "phase 1 (quick run)"
 
 
+def _pace(ctx, argv) -> str:
+    """The measured time of a step of an earlier job with the same student and batch size, in words."""
+    seconds = jobs.measured_step_seconds(ctx.ws, argv)
+    if seconds is None:
+        return ("On a 2-core CPU a SmolLM2 step has taken about a minute (so over an hour in all); the Train tab "
+                "shows this job's own pace and ETA from its first steps")
+    return (f"An earlier run with this student and batch size took {seconds:.0f} s a step, so about "
+            f"{jobs.duration(seconds * QUICK_STEPS)} of training; the Train tab shows this job's own ETA")
+
+
+QUICK_STEPS = jobs.quick_run_settings("probe").max_steps
+
+
+def start_panel(ctx) -> tuple:
+    """The first page's panel (text, quick-run button visibility, panel visibility): what is ready to look at,
+    and the quick run only where its data can be read (else why not, and how to point at data)."""
+    shipped = ctx.shipped()
+    parts = []
+    if shipped:
+        names = ", ".join(f"**{m.label}**" for m in shipped)
+        parts.append(f"### Ready to explore\nThe app ships with trained students: {names}. Step through one "
+                     "question with them, compare phase 1 with its self-reflected successor (preselected in "
+                     "Compare), see their accuracy and flips in Results, and label their cached validation traces "
+                     "in Annotate. No training needed.")
+    elif not ctx.has_trained():
+        parts.append(f"### No trained model yet\nThere is no trained run in `{ctx.ws.runs_dir}`. An untrained "
+                     "student has not learned the stage formats, so the tabs below have little real to show; "
+                     "the untrained default can still be picked in Step through, marked as untrained.")
+    problem = ctx.data_problem()
+    settings = jobs.quick_run_settings(student=ctx.default_student)
+    if problem is None:
+        argv = jobs.train_args(settings, ctx.ws)
+        parts.append(f"#### Or train your own: the quick run\nThe default student `{ctx.default_student}` on a "
+                     f"{settings.limit}-question CSQA slice, {settings.max_steps} optimizer steps (one cycle of the "
+                     f"schedule) and one evaluation on {settings.eval_limit} questions. {_pace(ctx, argv)}. Cancel "
+                     "keeps the last checkpoint, and starting it again resumes. Or set up your own run in Train.")
+        offer = True
+    else:
+        parts.append("#### Quick run not offered\nThe app cannot read the CSQA training data here "
+                     f"({problem.splitlines()[0][:300]}). Point it at the data and start it again: "
+                     "`python app.py --data-dir DIR` (or set `TINYTHINKER_DATA_DIR=DIR`), with DIR laid out as "
+                     "docs/DATA.md says; with network access the Hugging Face hub works too.")
+        offer = False
+    visible = bool(shipped) or not ctx.has_trained()
+    return "\n\n".join(parts), gr.update(visible=offer), gr.update(visible=visible)
+
+
 def quick_run(ctx: AppContext) -> str:
+    problem = ctx.data_problem()
+    if problem is not None:
+        raise ValueError(f"the quick run needs the CSQA training data, which cannot be read here ({problem}); "
+                         "start the app with --data-dir DIR")
     running = [j for j in jobs.list_jobs(ctx.ws) if j.kind == QUICK_KIND and jobs.is_running(j)]
     if running:  # a second click must not start a second training on the same CPU
         return f"Quick run **{running[0].name}** is already running: follow it in the **Train** tab."
     settings = jobs.quick_run_settings(student=ctx.default_student)
-    job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(settings.run), kind=QUICK_KIND)
-    return (f"Started quick run **{job.name}** (pid {job.pid}). Follow it in the **Train** tab; when it finishes, "
-            f"pick `{job.name}/best` in Step through (press ↻ to refresh the list).")
+    argv = jobs.train_args(settings, ctx.ws)
+    estimate = jobs.check_memory(argv, ctx.ws)
+    job = jobs.start(argv, ctx.ws.run_dir(settings.run), kind=QUICK_KIND,
+                     memory_estimate=estimate.need if estimate else None)
+    return (f"Started quick run **{job.name}** (pid {job.pid}): {settings.max_steps} steps. {_pace(ctx, argv)}. "
+            f"When it ends, `{job.name}/best` appears in Step through and Compare by itself.")
 
 
 def warm_up(threads: int | None = 1) -> threading.Thread:
@@ -57,36 +128,46 @@ def warm_up(threads: int | None = 1) -> threading.Thread:
 
 def launch_kwargs() -> dict:
     """Look-and-feel arguments, which gradio 6 takes in launch() rather than in Blocks()."""
-    return {"css": CSS, "head": annotate.KEYS_JS, "theme": gr.themes.Soft()}
+    return {"css": CSS, "head": annotate.KEYS_JS + annotate.PAIR_KEYS_JS, "theme": gr.themes.Soft()}
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
+    ctx.prepare()  # the shipped students' cached traces into the store (once)
     # No telemetry: the app runs offline next to research data.
     with gr.Blocks(title="TinyThinker Studio", analytics_enabled=False) as app:
         gr.Markdown("# TinyThinker Studio\nRecall → Analyze → Summarize, distilled into a small student.")
-        with gr.Group(visible=not ctx.has_trained()) as first_start:
-            gr.Markdown(FIRST_START.format(runs=ctx.ws.runs_dir, student=ctx.default_student),
-                        elem_id="first-start")
-            start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run")
+        with gr.Accordion("What is TinyThinker? The method in two minutes", open=False, elem_id="method"):
+            gr.Markdown(METHOD, elem_id="method-text")
+        with gr.Group(visible=True) as first_start:
+            panel = gr.Markdown("Checking what is ready...", elem_id="first-start")
+            start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run", visible=False)
             quick_status = gr.Markdown(elem_id="quick-run-status")
         saved_name = gr.BrowserState("", storage_key="tinythinker-annotator")
+        ended = gr.State("")  # changes when a job ends: every list of models is refreshed then
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
-                explore.build(ctx)
+                explore_load = explore.build(ctx)
             with gr.Tab("Step through", id="step"):
-                step.build(ctx)
+                step_refresh, step_load = step.build(ctx)
             with gr.Tab("Compare", id="compare"):
-                compare.build(ctx)
+                compare_refresh = compare.build(ctx)
             with gr.Tab("Train", id="train"):
-                train.build(ctx)
+                train_refresh = train.build(ctx, ended)
             with gr.Tab("Annotate", id="annotate"):
-                restore_name = annotate.build(ctx, saved_name)
+                restore_name, annotate_refresh = annotate.build(ctx, saved_name)
             with gr.Tab("Results", id="results"):
-                list_runs, run_outputs = results.build(ctx)
+                results_refresh = results.build(ctx)
 
-        # App-level events.
-        start_quick.click(friendly(lambda: quick_run(ctx)), None, quick_status, api_name="quick_run")
-        app.load(lambda: gr.update(visible=not ctx.has_trained()), None, first_start, api_visibility="private")
-        app.load(list_runs, None, run_outputs, api_visibility="private")
+        # App-level events. Lists are filled on every page load and again whenever a job ends.
+        start_quick.click(friendly(lambda: quick_run(ctx), 1, 0), None, quick_status, api_name="quick_run")
+        panel_fn = friendly(lambda: start_panel(ctx), 3, 0)
+        app.load(panel_fn, None, [panel, start_quick, first_start], api_name="start_panel")
+        ended.change(panel_fn, None, [panel, start_quick, first_start], api_visibility="private")
+        for fn, inputs, outputs in [step_refresh, compare_refresh, train_refresh, *annotate_refresh,
+                                    *results_refresh]:
+            app.load(fn, inputs, outputs, api_visibility="private")
+            ended.change(fn, inputs, outputs, api_visibility="private")
+        for fn, inputs, outputs in [*explore_load, *step_load]:
+            app.load(fn, inputs, outputs, api_visibility="private")
         app.load(*restore_name, api_visibility="private")
     return app

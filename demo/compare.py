@@ -7,13 +7,32 @@ import gradio as gr
 
 from demo.widgets import SPLITS, friendly, pick_question, question_markdown, question_picker, verdict_markdown
 from tinythinker import plots
-from tinythinker.compare import FLIP_KINDS, cache_path, cached_traces, disagreements, flip_counts, word_diff
+from tinythinker.compare import (
+    FLIP_KINDS,
+    SHOW_ALL,
+    SHOWS,
+    SLICES,
+    cache_path,
+    cached_traces,
+    compare_report,
+    compare_rows,
+    disagreements,
+    flip_counts,
+    paired,
+    report_markdown,
+    word_diff,
+    write_compared_traces,
+)
 from tinythinker.jobs import BENCHMARKS
 from tinythinker.stages import analyses_text
 
-ALL = "all disagreements"
+ALL = "all disagreements"  # questions where A and B answer differently, or both wrong with different answers
+FOLLOW = "each model's own"  # the answer mode (and stage type) each model was trained with
+MODES = (FOLLOW, "free", "constrain", "score")
 TABLE_HEADERS = ["id", "kind", "answer", "a", "b", "same answer", "question"]
 DIFF_COLOURS = {"-": "#ffcdd2", "+": "#c8e6c9"}
+SLICE_HEADERS = ["slice", "value", "n", "acc A", "acc B", "right->wrong", "wrong->right", "McNemar p"]
+ROW_HEADERS = TABLE_HEADERS  # compare_rows has the same columns (both right included)
 
 
 def _check_pair(a, b):
@@ -21,14 +40,21 @@ def _check_pair(a, b):
         raise ValueError("pick two checkpoints (A and B)")
 
 
-def one_question(ctx, a, b, *question_inputs):
+def run_settings(ctx, name, mode=FOLLOW) -> dict:
+    """How `name` is run here: its own stage type, and its own answer mode unless the user picked another."""
+    settings = ctx.settings(name)
+    return {"stage_type": settings["stage_type"],
+            "restrict_answer": settings["restrict_answer"] if mode in (None, "", FOLLOW) else mode}
+
+
+def one_question(ctx, a, b, *question_inputs, mode=FOLLOW):
     """Both models, greedy, on one question: per stage the A and B texts with their differing words marked."""
     from tinythinker.pipeline import run_pipeline  # torch: loaded after start-up (app.warm_up)
 
     _check_pair(a, b)
     q = pick_question(ctx, *question_inputs)
-    ta = run_pipeline(ctx.student(a), [q])[0]
-    tb = run_pipeline(ctx.student(b), [q])[0]
+    ta = run_pipeline(ctx.student(a), [q], **run_settings(ctx, a, mode))[0]
+    tb = run_pipeline(ctx.student(b), [q], **run_settings(ctx, b, mode))[0]
     texts = [(ta.recall or "", tb.recall or ""),
              (analyses_text(q.labels, ta.analyses) if ta.analyses else "",
               analyses_text(q.labels, tb.analyses) if tb.analyses else ""),
@@ -36,44 +62,127 @@ def one_question(ctx, a, b, *question_inputs):
     out = [question_markdown(q)]
     for left, right in texts:
         out.extend(word_diff(left, right))
-    out += [verdict_markdown(ta), verdict_markdown(tb)]
+    out += [f"**A** · {ctx.label(a)}\n\n" + verdict_markdown(ta), f"**B** · {ctx.label(b)}\n\n" + verdict_markdown(tb)]
     return tuple(out)
 
 
-def split_traces(ctx, a, b, benchmark, split, limit, progress=None):
+def _shipped_cache(ctx, name, settings, split, questions):
+    """A shipped model's own validation traces, when they cover these questions run this way (no model run)."""
+    from tinythinker.shipped import read_cached_traces
+
+    model = ctx.shipped_model(name)
+    if model is None or split != "validation" or not model.has_traces:
+        return None
+    if settings != {"stage_type": model.stage_type, "restrict_answer": model.restrict_answer}:
+        return None
+    by_id = {}
+    for t in read_cached_traces(model):
+        by_id.setdefault(t.question.id, t)
+    if not all(q.id in by_id for q in questions):
+        return None
+    return [by_id[q.id] for q in questions]
+
+
+def split_traces(ctx, a, b, benchmark, split, limit, progress=None, mode=FOLLOW):
+    from tinythinker.stages import DEFAULT_STAGE_TYPE
+
     _check_pair(a, b)
     questions = ctx.questions(benchmark, split)
     limit = int(limit or 0)
     if limit > 0:
         questions = questions[:limit]
     out = []
-    for name in (a, b):
+    for side, name in (("A", a), ("B", b)):
+        settings = run_settings(ctx, name, mode)
+        shipped = _shipped_cache(ctx, name, settings, split, questions)
+        if shipped is not None:
+            out.append(shipped)
+            continue
         path = ctx.checkpoint_path(name)
-        cache = cache_path(path, ctx.ws.runs_dir, benchmark, split, questions)
+        variant = "" if settings == {"stage_type": DEFAULT_STAGE_TYPE, "restrict_answer": "free"} else \
+            f"{settings['stage_type']}-{settings['restrict_answer']}"
+        cache = cache_path(name if ctx.shipped_model(name) else path, ctx.ws.runs_dir, benchmark, split, questions,
+                           variant)
         on_progress = None
         if progress is not None:
-            def on_progress(done, total, _name=name):
-                progress(done / max(total, 1), desc=f"running {_name} on {benchmark} {split}")
-        out.append(cached_traces(ctx.students.get, path, questions, cache, on_progress=on_progress))
+            # Before the first batch ends (loading the model takes a while) the bar already says what runs.
+            progress(0.0, desc=f"{side}: {ctx.label(name)} on {benchmark} {split} (cached traces or a model run)")
+
+            def on_progress(done, total, _side=side, _name=name):
+                progress(done / max(total, 1), desc=f"{_side}: {ctx.label(_name)} · {done}/{total} questions")
+        out.append(cached_traces(ctx.students.get, path, questions, cache, batch_size=4, on_progress=on_progress,
+                                 **settings))
     return out
 
 
-def over_split(ctx, a, b, benchmark, split, limit, kind, progress=None):
+def over_split(ctx, a, b, benchmark, split, limit, kind, progress=None, mode=FOLLOW):
     """The disagreement table (filtered by flip kind), the flips chart and a one-line summary."""
-    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, progress)
+    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, progress, mode)
     kinds = FLIP_KINDS if kind in (None, "", ALL) else (kind,)
     rows = disagreements(ta, tb, kinds)
+    if kind in (None, "", ALL):  # both wrong with the same answer is an agreement, not a disagreement
+        rows = [r for r in rows if not r["same answer"]]
     counts = flip_counts(ta, tb)
     n = sum(counts.values())
     acc_a = sum(t.correct is True for t in ta) / max(len(ta), 1)
     acc_b = sum(t.correct is True for t in tb) / max(len(tb), 1)
-    summary = (f"{n} questions · A {acc_a:.1%} · B {acc_b:.1%} · " +
+    summary = (f"{n} questions · A {ctx.label(a)}: {acc_a:.1%} · B {ctx.label(b)}: {acc_b:.1%} · " +
                " · ".join(f"{k}: {v}" for k, v in counts.items()) + f" · showing {len(rows)}")
     table = [[r[h] for h in TABLE_HEADERS] for r in rows]
     return summary, table, plots.flips(counts, a, b)
 
 
-def build(ctx) -> None:
+def _acc(value, ci) -> str:
+    return "n/a" if value is None else f"{value:.1%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+
+def split_report(ctx, a, b, benchmark, split, limit, show, search, slice_name, progress=None):
+    """compare.compare_report laid out: the summary (accuracies with intervals, McNemar), the slice table, flip
+    rates by the chosen slice, the filtered question table and a JSONL file of both models' traces."""
+    import tempfile
+
+    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, progress)
+    report = compare_report(ta, tb)
+    slices = [[r["slice"], r["value"], r["n"], _acc(r["acc_a"], r["acc_a_ci"]), _acc(r["acc_b"], r["acc_b_ci"]),
+               r["right->wrong"], r["wrong->right"], round(r["p_value"], 4)] for r in report["slices"]]
+    rows = [[r[h] for h in ROW_HEADERS] for r in compare_rows(ta, tb, show or SHOW_ALL, search or "")]
+    figure = plots.flip_rates_by_slice(report["slices"], slice_name or None, a, b)
+    folder = tempfile.mkdtemp(prefix="tinythinker-compare-")
+    download = write_compared_traces(f"{folder}/traces-{benchmark}-{split}.jsonl", ta, tb, a, b)
+    text = report_markdown(report, a, b) + f"  \nshowing {len(rows)} question(s)"
+    return text, slices, figure, rows, str(download)
+
+
+def split_question(ctx, a, b, benchmark, split, limit, question_id):
+    """One question of the split side by side from the cached traces (no model run): per stage A's and B's
+    texts with their differing words marked, and both verdicts."""
+    ta, tb = split_traces(ctx, a, b, benchmark, split, limit)
+    question_id = str(question_id or "").strip()
+    pair = next(((x, y) for x, y in paired(ta, tb) if x.question.id == question_id), None)
+    if pair is None:
+        raise ValueError(f"question id {question_id!r} is not among the compared questions (click a table row)")
+    x, y = pair
+    q = x.question
+    out = [question_markdown(q)]
+    for left, right in ((x.recall or "", y.recall or ""),
+                        (analyses_text(q.labels, x.analyses) if x.analyses else "",
+                         analyses_text(q.labels, y.analyses) if y.analyses else ""),
+                        (x.summary, y.summary)):
+        out.extend(word_diff(left, right))
+    return (*out, verdict_markdown(x), verdict_markdown(y))
+
+
+def refresh_pair(ctx, a, b):
+    """Fresh choices for A and B (page load, a job's end); an empty or vanished pick gets the default pair."""
+    choices = ctx.checkpoint_choices()
+    values = {v for _, v in choices}
+    da, db = ctx.default_pair()
+    return (gr.update(choices=choices, value=a if a in values else da),
+            gr.update(choices=choices, value=b if b in values else db))
+
+
+def build(ctx):
+    """Returns (refresh fn, inputs, outputs) for the app's list refresh."""
     default_a, default_b = ctx.default_pair()
     choices = ctx.checkpoint_choices()
     with gr.Row():
@@ -82,6 +191,9 @@ def build(ctx) -> None:
         b = gr.Dropdown(choices, value=default_b, allow_custom_value=True,
                         label="B (default: latest self-reflected model)", elem_id="compare-b")
         refresh = gr.Button("↻", scale=0, min_width=40)
+    mode = gr.Radio(list(MODES), value=FOLLOW, elem_id="compare-mode",
+                    label="Summarize answer: each model's own (what it was trained with, from its run), or the same "
+                          "for both: free · constrain · score")
     with gr.Tab("one question"):
         picker = question_picker(prefix="compare-")
         go = gr.Button("Compare on this question", variant="primary", elem_id="compare-one")
@@ -104,18 +216,70 @@ def build(ctx) -> None:
         summary = gr.Markdown(elem_id="compare-summary")
         chart = gr.Plot()
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="compare-table")
+        with gr.Accordion("report: accuracy with intervals, McNemar, slices, filters", open=True):
+            with gr.Row():
+                show = gr.Radio(list(SHOWS), value=SHOW_ALL, label="questions shown", elem_id="compare-show")
+                search = gr.Textbox(label="search the question and every stage", max_lines=1,
+                                    elem_id="compare-search")
+                slice_name = gr.Dropdown(list(SLICES), value="gold letter", label="chart: flip rates by",
+                                         elem_id="compare-slice")
+            run_report = gr.Button("Report over the split", elem_id="compare-run-report")
+            report_md = gr.Markdown(elem_id="compare-report")
+            slice_chart = gr.Plot()
+            slice_table = gr.Dataframe(headers=SLICE_HEADERS, interactive=False, wrap=True,
+                                       label="by slice", elem_id="compare-slices")
+            rows_table = gr.Dataframe(headers=ROW_HEADERS, interactive=False, wrap=True,
+                                      label="questions (click a row to see it side by side)",
+                                      elem_id="compare-rows")
+            download = gr.DownloadButton("Download both models' traces (JSONL)", elem_id="compare-download")
+            with gr.Row():
+                question_id = gr.Textbox(label="question id", max_lines=1, elem_id="compare-question-id")
+                show_question = gr.Button("Side by side", elem_id="compare-show-question", scale=0)
+            split_q = gr.Markdown()
+            split_diffs = []
+            for stage in ("Recall", "Analyze", "Summarize"):
+                with gr.Row():
+                    split_diffs.append(gr.HighlightedText(label=f"{stage} · A", color_map=DIFF_COLOURS,
+                                                          show_legend=False))
+                    split_diffs.append(gr.HighlightedText(label=f"{stage} · B", color_map=DIFF_COLOURS,
+                                                          show_legend=False))
+            with gr.Row():
+                split_va, split_vb = gr.Markdown(), gr.Markdown()
 
     # Events, all in one place.
-    refresh.click(lambda: (gr.update(choices=ctx.checkpoint_choices()),) * 2, None, [a, b], api_visibility="private")
-    go.click(friendly(lambda *x: one_question(ctx, *x)), [a, b, *picker.inputs],
+    refresh_fn = (lambda a_, b_: refresh_pair(ctx, a_, b_)), [a, b], [a, b]
+    refresh.click(*refresh_fn, api_visibility="private")
+    go.click(friendly(lambda *x: one_question(ctx, *x[:-1], mode=x[-1]), 9, 0), [a, b, *picker.inputs, mode],
              [question, *diffs, verdict_a, verdict_b], api_name="compare_question", concurrency_id="model",
              concurrency_limit=1)
 
     # gradio injects a progress tracker into a parameter whose default is gr.Progress().
-    def split_fn(a_, b_, bench, spl, lim, k, progress=gr.Progress()):  # noqa: B008
-        return friendly(over_split)(ctx, a_, b_, bench, spl, lim, k, progress)
+    def split_fn(a_, b_, bench, spl, lim, k, mode_=FOLLOW, progress=gr.Progress()):  # noqa: B008
+        return friendly(over_split, 3, 0)(ctx, a_, b_, bench, spl, lim, k, progress, mode_)
 
-    inputs = [a, b, benchmark, split, limit, kind]
+    inputs = [a, b, benchmark, split, limit, kind, mode]
     run_split.click(split_fn, inputs, [summary, table, chart], api_name="compare_split", concurrency_id="model",
                     concurrency_limit=1)
     kind.change(split_fn, inputs, [summary, table, chart], api_visibility="private")
+
+    def report_fn(a_, b_, bench, spl, lim, show_, search_, slice_, progress=gr.Progress()):  # noqa: B008
+        return friendly(split_report)(ctx, a_, b_, bench, spl, lim, show_, search_, slice_, progress)
+
+    report_inputs = [a, b, benchmark, split, limit, show, search, slice_name]
+    report_outputs = [report_md, slice_table, slice_chart, rows_table, download]
+    run_report.click(report_fn, report_inputs, report_outputs, api_name="compare_report", concurrency_id="model",
+                     concurrency_limit=1)
+    for control in (show, slice_name):
+        control.change(report_fn, report_inputs, report_outputs, api_visibility="private")
+    search.submit(report_fn, report_inputs, report_outputs, api_visibility="private")
+    question_inputs = [a, b, benchmark, split, limit, question_id]
+    question_outputs = [split_q, *split_diffs, split_va, split_vb]
+    show_question.click(friendly(lambda *x: split_question(ctx, *x)), question_inputs, question_outputs,
+                        api_name="compare_split_question")
+
+    def pick_row(evt: gr.SelectData):
+        return str(evt.row_value[0]) if evt.row_value else gr.skip()
+
+    rows_table.select(pick_row, None, question_id, api_visibility="private").then(
+        friendly(lambda *x: split_question(ctx, *x)), question_inputs, question_outputs, api_visibility="private")
+    return refresh_fn

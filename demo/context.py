@@ -1,4 +1,5 @@
-"""What every tab shares: the workspace folders, the model cache, the question cache, checkpoint choices."""
+"""What every tab shares: the workspace folders, the model cache, the question cache, checkpoint choices, the
+shipped students and how each model is meant to answer."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from pathlib import Path
 
 from tinythinker import DEFAULT_STUDENT
 from tinythinker.data import load_examples, load_questions
-from tinythinker.jobs import NAMED_STUDENTS
+from tinythinker.jobs import NAMED_STUDENTS, resolve_student
 from tinythinker.modelcache import StudentCache
 from tinythinker.runs import RunError, read_config
+from tinythinker.shipped import (
+    PHASE1,
+    ShippedModel,
+    answer_settings,
+    import_shipped_traces,
+    list_shipped,
+    shipped_pair,
+)
 from tinythinker.types import Question, Rationale
-from tinythinker.workspace import RUNS, Workspace, student_folders
+from tinythinker.workspace import Workspace, student_folders
 
 UNTRAINED_SUFFIX = " (untrained)"
 
@@ -22,9 +31,13 @@ class AppContext:
     ws: Workspace
     default_student: str = DEFAULT_STUDENT
     students: StudentCache = field(default_factory=StudentCache)
+    shipped_root: Path | None = None  # None: env TINYTHINKER_SHIPPED_DIR, else demo/models/
     _questions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _data_problem: list = field(default_factory=list)  # [] until checked, then [None | message]
+    imported: dict = field(default_factory=dict)  # what prepare() filed in the store, per shipped model
 
+    # -- data ------------------------------------------------------------------------------------------------
     def questions(self, benchmark: str, split: str) -> list[Question]:
         """A benchmark split, loaded once per app process (seeded splits make it the same every time)."""
         key = (benchmark, split)
@@ -48,31 +61,91 @@ class AppContext:
                 self._questions[key] = load_examples("jsonl", split, path=path)
             return self._questions[key]
 
+    def data_problem(self) -> str | None:
+        """None when the quick run's data (CSQA's training split with its rationales) can be read, else why not.
+        Checked once per app process."""
+        if not self._data_problem:
+            try:
+                self.examples("csqa", "train")
+                problem = None
+            except Exception as e:  # noqa: BLE001 - any reason is shown to the user, none is fatal
+                problem = str(e).strip("'\"") or type(e).__name__
+            self._data_problem.append(problem)
+        return self._data_problem[0]
+
+    # -- models ----------------------------------------------------------------------------------------------
+    def shipped(self) -> list[ShippedModel]:
+        return list_shipped(self.shipped_root)
+
+    def shipped_model(self, value: str) -> ShippedModel | None:
+        return next((m for m in self.shipped() if m.name == value), None)
+
+    def prepare(self) -> dict:
+        """First start: the shipped models' cached traces go into the store (once; later starts find them)."""
+        try:
+            self.imported = import_shipped_traces(self.ws.db, self.shipped())
+        except Exception as e:  # noqa: BLE001 - a broken store must not stop the app from starting
+            self.imported = {"error": str(e)}
+        return self.imported
+
     def checkpoint_choices(self, include_untrained: bool = True) -> list[tuple[str, str]]:
-        """(label, value) pairs for a checkpoint dropdown: trained folders first, newest first; the untrained
-        default last and labelled as such, so nobody mistakes its output for a result."""
+        """(label, value) pairs for a checkpoint dropdown: trained folders first, newest first; then the shipped
+        students; the untrained default last and labelled as such, so nobody mistakes its output for a result."""
         choices = [(self.ws.relative(p), self.ws.relative(p)) for p in student_folders(self.ws.runs_dir)]
+        choices += [(m.label, m.name) for m in self.shipped()]
         if include_untrained:
             choices.append((self.default_student + UNTRAINED_SUFFIX, self.default_student))
         return choices
+
+    def default_checkpoint(self) -> str:
+        """What Step through starts on: the newest trained model, else a shipped phase-1 student, else the
+        untrained default."""
+        trained = student_folders(self.ws.runs_dir)
+        if trained:
+            return self.ws.relative(trained[0])
+        shipped = self.shipped()
+        first = next((m for m in shipped if m.role == PHASE1), shipped[0] if shipped else None)
+        return first.name if first is not None else self.default_student
 
     def has_trained(self) -> bool:
         return bool(student_folders(self.ws.runs_dir))
 
     def checkpoint_path(self, value: str, field: str = "checkpoint") -> str:
-        """A dropdown/typed checkpoint as what load_student takes: a named default, or a folder inside runs/."""
-        if value in NAMED_STUDENTS:
-            return value
-        return str(self.ws.resolve(value, RUNS, field=field))
+        """A dropdown/typed checkpoint as what load_student takes: a named default, a shipped student's folder,
+        a folder inside runs/, or else a hub id (refused at once while the hub is disabled)."""
+        value = (value or "").strip()
+        shipped = self.shipped_model(value)
+        if shipped is not None:
+            return str(shipped.folder)
+        return resolve_student(value, self.ws, field=field)
 
     def is_untrained(self, value: str) -> bool:
         return value in NAMED_STUDENTS
 
+    def label(self, value: str) -> str:
+        """A model's name as messages show it, marked when it is untrained or shipped."""
+        if self.is_untrained(value):
+            return f"{value}{UNTRAINED_SUFFIX}"
+        shipped = self.shipped_model(value)
+        return shipped.label if shipped is not None else value
+
     def student(self, value: str):
         return self.students.get(self.checkpoint_path(value))
 
+    def settings(self, value: str) -> dict[str, str]:
+        """The stage type, answer format and answer mode `value` was trained with (defaults for a plain one)."""
+        shipped = self.shipped()
+        if any(m.name == value for m in shipped):
+            return answer_settings(value, self.ws.runs_dir, shipped)
+        try:
+            path = self.checkpoint_path(value)
+        except ValueError:
+            return answer_settings(value, self.ws.runs_dir, shipped)
+        return answer_settings(path, self.ws.runs_dir, shipped)
+
     def default_pair(self) -> tuple[str | None, str | None]:
-        """Compare's defaults: the newest phase-1 model and the newest self-reflected one."""
+        """Compare's defaults: the newest phase-1 model and the newest self-reflected one of runs/; without a
+        trained self-reflected run, the shipped phase-1 student and its reflected successor."""
         phase1, phase2 = [], []
         for folder in student_folders(self.ws.runs_dir):
             rel = folder.relative_to(self.ws.runs_dir)
@@ -81,6 +154,11 @@ class AppContext:
             except RunError:
                 command = ""
             (phase2 if command == "reflect" else phase1).append(self.ws.relative(folder))
-        a = phase1[0] if phase1 else None
-        b = phase2[0] if phase2 else (phase1[1] if len(phase1) > 1 else None)
+        if phase2:
+            return (phase1[0] if phase1 else None), phase2[0]
+        s1, s2 = shipped_pair(self.shipped())
+        if s1 is not None and s2 is not None:
+            return s1.name, s2.name
+        a = phase1[0] if phase1 else (s1.name if s1 else None)
+        b = phase1[1] if len(phase1) > 1 else (s2.name if s2 else (s1.name if s1 and a != s1.name else None))
         return a, b

@@ -38,6 +38,9 @@ def render_rationale(q: Question, r: Rationale, stage_type: str, number: int) ->
 
 def show(ctx, benchmark, split, index, path, stage_type):
     if benchmark == USER_FILE:
+        if not (path or "").strip():  # nothing typed yet: say what to do, not "empty path"
+            return ("Type the path of your JSONL file (inside the data or runs folder) above and press Enter.",
+                    "", "", gr.skip())
         resolved = ctx.ws.resolve(path, DATA, field="data file")
         examples = ctx.user_examples(resolved, split)
     else:
@@ -51,7 +54,7 @@ def show(ctx, benchmark, split, index, path, stage_type):
     return header, question_markdown(q), body or "_no teacher rationale for this question_", i
 
 
-def build(ctx) -> None:
+def build(ctx):
     gr.Markdown("Browse a benchmark with its teacher rationales, rendered exactly as the student sees them.")
     with gr.Row():
         benchmark = gr.Dropdown([*BENCHMARKS, USER_FILE], value="csqa", label="benchmark", elem_id="explore-benchmark")
@@ -66,12 +69,13 @@ def build(ctx) -> None:
     question = gr.Markdown(elem_id="explore-question")
     rationales = gr.Markdown(elem_id="explore-rationales")
 
-    # Events, all in one place.
+    # Events, all in one place. Errors go to the header line (output 0), once.
     benchmark.change(lambda b: gr.update(visible=b == USER_FILE), benchmark, path, api_visibility="private")
-    fn = friendly(lambda *a: show(ctx, *a))
+    fn = friendly(lambda *a: show(ctx, *a), 4, 0)
     inputs, outputs = [benchmark, split, index, path, stage_type], [header, question, rationales, index]
     gr.on([benchmark.change, split.change, stage_type.change, index.change, path.submit], fn, inputs, outputs,
           api_name="explore", trigger_mode="always_last")
     # The arrows only move the index; its change event shows the question.
     prev.click(lambda i: max(int(i or 0) - 1, 0), index, index, api_visibility="private")
     nxt.click(lambda i: int(i or 0) + 1, index, index, api_visibility="private")
+    return [(fn, inputs, outputs)]  # the page-load event: the first question, not a blank tab

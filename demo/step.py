@@ -19,6 +19,7 @@ from demo.widgets import (
     rows_analyses,
     sampling_controls,
     stage_type_dropdown,
+    truncation_note,
     verdict_markdown,
 )
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, parse_answer, stages_of
@@ -40,7 +41,11 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
     timings = dict(timings or {})
     recall = (recall or "").strip() or None
     analyses = rows_analyses(analyses_table)
-    note = UNTRAINED_NOTE if ctx.is_untrained(checkpoint) else f"model: `{checkpoint}`"
+    base_note = model_note(ctx, checkpoint)
+
+    def note_for(recall_text=None, analyses_dict=None):
+        cut = truncation_note(student, q, stage_type, recall_text, analyses_dict)
+        return base_note + (f"\n\n{cut}" if cut else "")
 
     def needs(stage):
         if stage not in stages:
@@ -61,14 +66,14 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
         timings[action] = round(time.perf_counter() - start, 4)
         if action == RECALL:
             # What followed the old recall is stale now.
-            return question_markdown(q), out, analyses_rows(q, None), "", "", timings, note
+            return question_markdown(q), out, analyses_rows(q, None), "", "", timings, note_for()
         if action == ANALYZE:
-            return question_markdown(q), recall or "", analyses_rows(q, out), "", "", timings, note
+            return question_markdown(q), recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
         predicted = parse_answer(out, q.labels)
         trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
                       correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
         return (question_markdown(q), recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
-                timings, note)
+                timings, note_for(recall, analyses))
 
     if action == "all":
         from_stage, recall, analyses = stages[0], None, None
@@ -89,25 +94,53 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
     kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
     timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
     return (question_markdown(q), trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
-            verdict_markdown(trace), timings, note)
+            verdict_markdown(trace), timings, note_for(trace.recall, trace.analyses))
+
+
+def model_note(ctx, checkpoint) -> str:
+    """What the note above the question says about the model: untrained, or how it is run."""
+    if ctx.is_untrained(checkpoint):
+        return UNTRAINED_NOTE
+    settings = ctx.settings(checkpoint)
+    return (f"model: `{ctx.label(checkpoint)}` · trained as {settings['stage_type']}, answers "
+            f"{settings['restrict_answer']} (set below from its run; change them to try another way)")
+
+
+def model_settings(ctx, checkpoint):
+    """When the checkpoint changes: its stage type and answer mode (what it was trained with) and the note."""
+    if not checkpoint:
+        return gr.skip(), gr.skip(), ""
+    settings = ctx.settings(checkpoint)
+    return settings["stage_type"], settings["restrict_answer"], model_note(ctx, checkpoint)
 
 
 def show_question(ctx, source, benchmark, split, index, stem, options, answer):
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
-    return question_markdown(q), "", analyses_rows(q, None), "", "", {}
+    return question_markdown(q), "", analyses_rows(q, None), "", "", {}, gr.skip()
 
 
-def build(ctx) -> None:
+def refresh(ctx, current):
+    """Fresh choices (after a job ended, on page load); a missing or untrained pick moves to the best default."""
+    choices = ctx.checkpoint_choices()
+    values = [v for _, v in choices]
+    keep = current in values and not (ctx.is_untrained(current) and ctx.default_checkpoint() != current)
+    return gr.update(choices=choices, value=current if keep else ctx.default_checkpoint())
+
+
+def build(ctx):
+    """Returns (refresh fn, its input, its output) for the app's list refresh, and the page-load events."""
     gr.Markdown("Run the student one stage at a time. Edit a stage's text, then re-run only what follows it.")
+    first = ctx.default_checkpoint()
+    first_settings = ctx.settings(first)
     with gr.Row():
-        checkpoint = gr.Dropdown(ctx.checkpoint_choices(), value=ctx.checkpoint_choices()[0][1],
-                                 allow_custom_value=True, label="checkpoint (folder in runs/ or the untrained default)",
-                                 elem_id="step-checkpoint", scale=3)
-        refresh = gr.Button("↻", scale=0, min_width=40)
-        stage_type = stage_type_dropdown(elem_id="step-stage-type")
+        checkpoint = gr.Dropdown(ctx.checkpoint_choices(), value=first, allow_custom_value=True,
+                                 label="checkpoint (a folder in runs/, a shipped student, the untrained default, or "
+                                       "a hub id)", elem_id="step-checkpoint", scale=3)
+        b_refresh = gr.Button("↻", scale=0, min_width=40)
+        stage_type = stage_type_dropdown(first_settings["stage_type"], elem_id="step-stage-type")
     note = gr.Markdown(elem_id="step-note")
     picker = question_picker(prefix="step-")
-    sampling = sampling_controls()
+    sampling = sampling_controls(first_settings["restrict_answer"])
     question = gr.Markdown(elem_id="step-question")
     with gr.Row():
         b_recall = gr.Button("1 · Recall", elem_id="step-recall")
@@ -123,17 +156,21 @@ def build(ctx) -> None:
     verdict = gr.Markdown(elem_id="step-verdict")
     timings = gr.JSON(label="seconds per stage", elem_id="step-timings")
 
-    # Events, all in one place.
-    refresh.click(lambda: gr.update(choices=ctx.checkpoint_choices()), None, checkpoint, api_visibility="private")
-    checkpoint.change(lambda c: UNTRAINED_NOTE if ctx.is_untrained(c) else "", checkpoint, note,
-                      api_visibility="private")
+    # Events, all in one place. Errors go to the note above the question (output 6), once.
+    refresh_fn = (lambda c: refresh(ctx, c)), checkpoint, checkpoint
+    b_refresh.click(*refresh_fn, api_visibility="private")
+    checkpoint.change(friendly(lambda c: model_settings(ctx, c), 3, 2), checkpoint,
+                      [stage_type, sampling.restrict, note], api_name="step_model")
     inputs = [checkpoint, stage_type, *picker.inputs, *sampling.inputs, recall, analyses, timings]
     outputs = [question, recall, analyses, summary, verdict, timings, note]
     for button, action in ((b_recall, "recall"), (b_analyze, "analyze"), (b_summarize, "summarize"),
                            (b_all, "all"), (b_after_recall, "after_recall"), (b_after_analyze, "after_analyze")):
-        button.click(friendly(lambda *a, _action=action: step(ctx, _action, *a)), inputs, outputs,
+        button.click(friendly(lambda *a, _action=action: step(ctx, _action, *a), 7, 6), inputs, outputs,
                      api_name=f"step_{action}", concurrency_id="model", concurrency_limit=1)
-    show = friendly(lambda *a: show_question(ctx, *a))
-    for trigger in (picker.index.submit, picker.benchmark.change, picker.split.change, picker.index.change):
-        trigger(show, picker.inputs, [question, recall, analyses, summary, verdict, timings],
-                api_visibility="private", trigger_mode="always_last")
+    show = friendly(lambda *a: show_question(ctx, *a), 7, 6)
+    gr.on([picker.index.submit, picker.benchmark.change, picker.split.change, picker.index.change], show,
+          picker.inputs, outputs, api_visibility="private", trigger_mode="always_last")
+    # On page load: the first question, and the current model's settings.
+    on_load = [(show, picker.inputs, outputs),
+               (friendly(lambda c: model_settings(ctx, c), 3, 2), checkpoint, [stage_type, sampling.restrict, note])]
+    return refresh_fn, on_load

@@ -32,6 +32,23 @@ def phase1_choices(ctx) -> list[str]:
     return [ctx.ws.relative(Path(r.path)) for r in list_runs(ctx.ws.runs_dir) if r.command == "train" and r.has_best]
 
 
+def student_choices(ctx) -> list[str]:
+    return [*NAMED_STUDENTS, *(value for _, value in ctx.checkpoint_choices(include_untrained=False))]
+
+
+def _launch(ctx, settings, argv, kind):
+    """The checks every start shares, before anything runs: the run name (a reused one only with the same
+    settings, to resume), then memory; returns (job dropdown update, message)."""
+    note = jobs.check_run(ctx.ws.run_dir(settings.run), jobs.planned_config(settings, argv))
+    estimate = jobs.check_memory(argv, ctx.ws)
+    job = jobs.start(argv, ctx.ws.run_dir(settings.run), kind=kind,
+                     memory_estimate=estimate.need if estimate else None)
+    memory = (f" Expected peak memory about {jobs.gigabytes(estimate.need)} of "
+              f"{jobs.gigabytes(estimate.available)} available ({estimate.basis})." if estimate else "")
+    message = f"Started **{job.name}** (pid {job.pid}){f': {note}' if note else ''}.{memory}"
+    return gr.update(choices=job_choices(ctx), value=job.name), message
+
+
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
                  batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free",
                  cross_attention_lr_scale=1.0):
@@ -40,8 +57,7 @@ def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, e
                              batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                              answer_format=answer_format, restrict_answer=restrict_answer,
                              cross_attention_lr_scale=cross_attention_lr_scale)
-    job = jobs.start(jobs.train_args(settings, ctx.ws), ctx.ws.run_dir(run), kind="phase 1")
-    return gr.update(choices=job_choices(ctx), value=job.name)
+    return _launch(ctx, settings, jobs.train_args(settings, ctx.ws), "phase 1")
 
 
 def start_phase2(ctx, run, from_run, iterations, samples, stage_type, pairs, limit, eval_limit, beta, alpha, lr,
@@ -49,77 +65,120 @@ def start_phase2(ctx, run, from_run, iterations, samples, stage_type, pairs, lim
     settings = ReflectSettings(run=run, from_run=from_run, iterations=iterations, samples=samples,
                                stage_type=stage_type, pairs=pairs, limit=limit, eval_limit=eval_limit, beta=beta,
                                alpha=alpha, lr=lr, seed=seed)
-    job = jobs.start(jobs.reflect_args(settings, ctx.ws), ctx.ws.run_dir(run), kind="phase 2")
-    return gr.update(choices=job_choices(ctx), value=job.name)
+    return _launch(ctx, settings, jobs.reflect_args(settings, ctx.ws), "phase 2")
 
 
-def _bar(fraction: float | None) -> str:
-    if fraction is None:
-        return "<div>starting…</div>"
-    pct = round(100 * fraction)
+def _bar(st: jobs.JobStatus | None) -> str:
+    """The progress bar while a job runs; once it has ended, how it ended (never "starting" for a dead job)."""
+    if st is None:
+        return "<div>no job</div>"
+    if st.state in (jobs.RUNNING, jobs.STOPPING) and st.fraction is None:
+        return "<div>starting (loading data and model)...</div>"
+    if st.state not in (jobs.RUNNING, jobs.STOPPING, jobs.FINISHED):
+        at = "" if st.fraction is None else f" at {round(100 * st.fraction)}%"
+        return f'<div class="tt-ended"><b>{st.state}</b>{at}</div>'
+    pct = round(100 * (st.fraction or 0.0))
     return (f'<div class="tt-progress"><progress max="100" value="{pct}" style="width:100%"></progress>'
             f"<span>{pct}%</span></div>")
 
 
-def view(ctx, name):
-    """Status line, progress bar, curves and log tail of one job."""
+def _job(ctx, name):
     if not name:
-        return "No job selected.", _bar(None), plots.training_curves([]), ""
-    run_dir = ctx.ws.run_dir(name, "job")
-    job = jobs.load_job(run_dir)
-    if job is None:
-        raise ValueError(f"job: no job in run folder {name!r}")
-    job = jobs.refresh(job)
-    elapsed = (job.finished or time.time()) - job.started
-    if job.finished is None:
-        state = "running"
-    elif job.cancelled:
-        state = "cancelled"
-    else:
-        state = "finished" if job.returncode == 0 else f"failed (exit code {job.returncode})"
-    status = f"**{job.name}** · {job.kind} · {state} · {elapsed:.0f} s · pid {job.pid}"
-    fraction = 1.0 if state == "finished" else jobs.progress(job)
-    return status, _bar(fraction), plots.training_curves(read_metrics(run_dir), title=job.name), jobs.log_tail(job)
-
-
-def tick(ctx, name):
-    """The timer's refresh: redraw only while the job runs (and once just after it ends)."""
-    job = jobs.load_job(ctx.ws.run_dir(name, "job")) if name else None
-    if job is None or (job.finished is not None and time.time() - job.finished > 5):
-        return (gr.skip(),) * 4
-    return view(ctx, name)
-
-
-def cancel(ctx, name):
-    if not name:
-        raise ValueError("job: select a job to cancel")
+        return None
     job = jobs.load_job(ctx.ws.run_dir(name, "job"))
     if job is None:
         raise ValueError(f"job: no job in run folder {name!r}")
-    jobs.cancel(job)
+    return job
+
+
+def view(ctx, name):
+    """Status line, progress bar, curves and log tail of one job."""
+    job = _job(ctx, name)
+    if job is None:
+        return "No job selected.", _bar(None), plots.training_curves([]), ""
+    st = jobs.status(job)
+    elapsed = (job.finished or time.time()) - job.started
+    expected = (f" · expected peak {jobs.gigabytes(job.memory_estimate)}"
+                if job.memory_estimate and st.state in (jobs.RUNNING, jobs.STOPPING) else "")
+    status = f"**{job.name}** · {job.kind} · {st.text} · {jobs.duration(elapsed)}{expected} · pid {job.pid}"
+    return status, _bar(st), plots.training_curves(read_metrics(job.run_dir), title=job.name), jobs.log_tail(job)
+
+
+def tick(ctx, name):
+    """The timer's refresh: redraw only while the job runs (and once just after it ends). When it has just
+    ended, `ended` changes, which refreshes the model lists of every tab."""
+    job = jobs.load_job(ctx.ws.run_dir(name, "job")) if name else None
+    if job is None:
+        return (gr.skip(),) * 6
+    jobs.refresh(job)
+    if job.finished is not None and time.time() - job.finished > 5:
+        return (gr.skip(),) * 6
+    stamp = f"{job.name}:{job.finished}" if job.finished is not None else gr.skip()
+    stopping = job.finished is None and job.cancel_requested is not None
+    return (*view(ctx, name), stamp, gr.update(visible=stopping))
+
+
+def ask_cancel(ctx, name):
+    """The first click on Cancel: say what cancelling keeps, and wait for a second, confirming click."""
+    job = _job(ctx, name)
+    if job is None:
+        raise ValueError("job: select a job to cancel")
+    if not jobs.is_running(job):
+        return gr.update(visible=False), f"**{job.name}** is not running."
+    keeps = ("it saves a checkpoint at the end of the current step, and starting the run again with the same name "
+             "and settings resumes from it" if job.command == "train" else
+             "finished iterations are kept" if job.command == "reflect" else "what it wrote so far is kept")
+    return gr.update(visible=True), f"Cancel **{job.name}**? {keeps[0].upper() + keeps[1:]}."
+
+
+def cancel(ctx, name):
+    job = _job(ctx, name)
+    if job is None:
+        raise ValueError("job: select a job to cancel")
+    jobs.cancel(job, wait=False)
+    time.sleep(0.5)  # a job that stops at once is shown stopped
     return view(ctx, name)
 
 
-def build(ctx) -> None:
-    students = [*NAMED_STUDENTS, *(value for _, value in ctx.checkpoint_choices(include_untrained=False))]
+def stop_now(ctx, name):
+    job = _job(ctx, name)
+    if job is None:
+        raise ValueError("job: select a job to stop")
+    jobs.kill(job)
+    return view(ctx, name)
+
+
+def refresh(ctx, job_value, from_value, student_value):
+    """Fresh lists (page load, a job's end): jobs, phase-1 runs for phase 2, students; picks kept if they exist."""
+    names, p1, students = job_choices(ctx), phase1_choices(ctx), student_choices(ctx)
+    return (gr.update(choices=names, value=job_value if job_value in names else (names[0] if names else None)),
+            gr.update(choices=p1, value=from_value if from_value in p1 else (p1[0] if p1 else None)),
+            gr.update(choices=students, value=student_value))
+
+
+def build(ctx, ended: gr.State):
+    """`ended` (app level) changes when a job ends: the app refreshes every tab's lists on it.
+    Returns (refresh fn, inputs, outputs) for the app's list refresh."""
+    students = student_choices(ctx)
     with gr.Tab("phase 1 · coarse-to-fine"):
         with gr.Row():
             p1_run = gr.Textbox(time.strftime("p1-%Y%m%d-%H%M"), label="run name (folder in runs/)",
                                 elem_id="train-p1-run")
             p1_data = gr.Dropdown(list(BENCHMARKS), value="csqa", label="benchmark")
-            p1_student = gr.Dropdown(students, value=ctx.default_student, allow_custom_value=True, label="student")
+            p1_student = gr.Dropdown(students, value=ctx.default_student, allow_custom_value=True, label="student",
+                                     elem_id="train-p1-student")
             p1_stage = stage_type_dropdown()
         with gr.Row():
-            p1_interval = gr.Number(20, precision=0, label="interval")
+            p1_interval = gr.Number(20, precision=0, label="interval", elem_id="train-p1-interval")
             p1_epochs = gr.Number(1.0, label="epochs")
-            p1_limit = gr.Number(2000, precision=0, label="training questions (0 = all)")
-            p1_eval = gr.Number(200, precision=0, label="validation questions (0 = all)")
-            p1_steps = gr.Number(0, precision=0, label="max steps (0 = epochs decide)")
-            p1_bs = gr.Number(16, precision=0, label="batch size")
+            p1_limit = gr.Number(2000, precision=0, label="training questions (0 = all)", elem_id="train-p1-limit")
+            p1_eval = gr.Number(200, precision=0, label="validation questions (0 = all)", elem_id="train-p1-eval")
+            p1_steps = gr.Number(0, precision=0, label="max steps (0 = epochs decide)", elem_id="train-p1-steps")
+            p1_bs = gr.Number(16, precision=0, label="batch size", elem_id="train-p1-bs")
             p1_lr = gr.Number(5e-5, label="learning rate (bert2bert: 1e-4)")
             p1_seed = gr.Number(0, precision=0, label="seed")
         with gr.Row():
-            p1_warmup = gr.Number(50, precision=0, label="warm-up steps")
+            p1_warmup = gr.Number(50, precision=0, label="warm-up steps", elem_id="train-p1-warmup")
             p1_xattn = gr.Number(1.0, label="cross-attention lr x (bert2bert only, where 10 learned; 1 otherwise)")
             p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="text_letter",
                                     label="answer target (letter = the paper's; letter_text / text_letter add the "
@@ -128,14 +187,17 @@ def build(ctx) -> None:
         gr.Markdown("Pre-filled with the recipe under which the offline students learn (bench/RESULTS.md, r2): "
                     "the option's words before the letter, answers scored, warm-up; SmolLM2 at lr 5e-5, bert2bert "
                     "at lr 1e-4 with cross-attention x10. The paper's own: answer target `letter`, answer `free`, "
-                    "learning rate 5e-4, no warm-up.")
+                    "learning rate 5e-4, no warm-up. A job that would not fit in memory is refused before it "
+                    "starts, with the estimate; a run name already used starts only with the same settings "
+                    "(it then resumes from its last checkpoint).")
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():
             p2_run = gr.Textbox(time.strftime("p2-%Y%m%d-%H%M"), label="run name (folder in runs/)")
             phase1_runs = phase1_choices(ctx)
             p2_from = gr.Dropdown(phase1_runs, value=phase1_runs[0] if phase1_runs else None,
-                                  allow_custom_value=True, label="from phase-1 run (folder in runs/)")
+                                  allow_custom_value=True, label="from phase-1 run (folder in runs/)",
+                                  elem_id="train-p2-from")
             p2_stage = gr.Dropdown(list(DPO_STAGE_TYPES), value="recall_analyze", label="stages to reflect on")
             p2_pairs = gr.Dropdown(list(PAIR_MODES), value="auto",
                                    label="pairs (curated = labelled in Annotate)")
@@ -149,11 +211,20 @@ def build(ctx) -> None:
             p2_lr = gr.Number(5e-6, label="learning rate")
             p2_seed = gr.Number(0, precision=0, label="seed")
         p2_go = gr.Button("Start phase 2", variant="primary")
+    message = gr.Markdown(elem_id="train-message")
     gr.Markdown("### Jobs")
     with gr.Row():
-        job = gr.Dropdown(job_choices(ctx), value=(job_choices(ctx) or [None])[0], label="job", elem_id="train-job")
-        refresh = gr.Button("↻", scale=0, min_width=40)
+        names = job_choices(ctx)
+        job = gr.Dropdown(names, value=(names or [None])[0], label="job", elem_id="train-job")
+        b_refresh = gr.Button("↻", scale=0, min_width=40)
         stop = gr.Button("Cancel job", variant="stop", scale=0, elem_id="train-cancel")
+    with gr.Row(visible=False) as confirm_row:
+        confirm_text = gr.Markdown(elem_id="train-cancel-question")
+        confirm = gr.Button("Yes, cancel it", variant="stop", scale=0, elem_id="train-cancel-yes")
+        keep = gr.Button("No, keep it running", scale=0, elem_id="train-cancel-no")
+    with gr.Row(visible=False) as kill_row:
+        gr.Markdown("Stopping: a training job finishes its current step and saves a checkpoint first.")
+        kill_now = gr.Button("Stop now (no new checkpoint)", variant="stop", scale=0, elem_id="train-kill")
     status = gr.Markdown(elem_id="train-status")
     bar = gr.HTML(elem_id="train-progress")
     curves = gr.Plot()
@@ -161,18 +232,28 @@ def build(ctx) -> None:
                      elem_id="train-log")
     timer = gr.Timer(2.0)
 
-    # Events, all in one place.
-    p1_go.click(friendly(lambda *a: start_phase1(ctx, *a)),
+    # Events, all in one place. Start errors go to the message under the forms, job errors to the status line.
+    p1_go.click(friendly(lambda *a: start_phase1(ctx, *a), 2, 1),
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
-                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn], job, api_name="start_phase1")
-    p2_go.click(friendly(lambda *a: start_phase2(ctx, *a)),
+                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn], [job, message],
+                api_name="start_phase1")
+    p2_go.click(friendly(lambda *a: start_phase2(ctx, *a), 2, 1),
                 [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
-                 p2_seed], job, api_name="start_phase2")
-    refresh.click(lambda: (gr.update(choices=job_choices(ctx)), gr.update(choices=phase1_choices(ctx))), None,
-                  [job, p2_from], api_visibility="private")
-    show = friendly(lambda name: view(ctx, name))
+                 p2_seed], [job, message], api_name="start_phase2")
+    refresh_fn = (lambda *v: refresh(ctx, *v)), [job, p2_from, p1_student], [job, p2_from, p1_student]
+    b_refresh.click(*refresh_fn, api_visibility="private")
+    show = friendly(lambda name: view(ctx, name), 4, 0)
     outputs = [status, bar, curves, log]
     job.change(show, job, outputs, api_name="job_status")
-    timer.tick(friendly(lambda name: tick(ctx, name)), job, outputs, api_visibility="private",
-               show_progress="hidden")
-    stop.click(friendly(lambda name: cancel(ctx, name)), job, outputs, api_name="cancel_job")
+    timer.tick(friendly(lambda name: tick(ctx, name), 6, 0), job, [*outputs, ended, kill_row],
+               api_visibility="private", show_progress="hidden")
+    stop.click(friendly(lambda name: ask_cancel(ctx, name), 2, 1), job, [confirm_row, confirm_text],
+               api_visibility="private")
+    keep.click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="private")
+    confirm.click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="private").then(
+        friendly(lambda name: cancel(ctx, name), 4, 0), job, outputs, api_visibility="private")
+    # The API's cancel is the confirmed one (a client has no dialog to answer).
+    api_cancel = gr.Button(visible=False)
+    api_cancel.click(friendly(lambda name: cancel(ctx, name), 4, 0), job, outputs, api_name="cancel_job")
+    kill_now.click(friendly(lambda name: stop_now(ctx, name), 4, 0), job, outputs, api_name="stop_job")
+    return refresh_fn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,22 +17,43 @@ from tinythinker.types import Option, Question, Trace
 if TYPE_CHECKING:
     from tinythinker.pipeline import Sampling
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("validation", "train", "test")
 BENCHMARK, CUSTOM = "benchmark", "my own question"
 ANALYSES_HEADERS = ["option", "text", "analysis"]
 
 
-def friendly(fn):
-    """Library errors are written for people: show them as a toast instead of a stack trace."""
+def error_text(e: BaseException) -> str:
+    """A library error as the one line the tab's message area shows."""
+    message = str(e).strip().strip("'\"") or type(e).__name__
+    return f"**Error:** {message}"
+
+
+EXPECTED = (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError, gr.Error)
+
+
+def friendly(fn, outputs: int | None = None, status: int = 0):
+    """Errors are shown once and leave the form usable: no error badge over every output (which hid the form and
+    blocked clicks), every output left as it was. With `outputs` (how many the event has), the message goes to
+    output number `status`, the tab's message area; without, it is one warning toast. Library errors are written
+    for people; anything unexpected is also logged with its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as e:
-            raise gr.Error(str(e).strip("'\""), duration=12) from e
+        except Exception as e:  # noqa: BLE001 - every error ends as one message, none as a stack trace
+            if not isinstance(e, EXPECTED):
+                log.exception("unexpected error in %s", getattr(fn, "__name__", "a handler"))
+            if outputs is None:
+                gr.Warning(error_text(e).removeprefix("**Error:** "), duration=12)
+                return gr.skip()
+            if outputs == 1:
+                return error_text(e)
+            out = [gr.skip()] * outputs
+            out[status] = error_text(e)
+            return tuple(out)
 
     return wrapper
 
@@ -124,7 +146,10 @@ def answer_mode_radio(value: str = "free", elem_id: str | None = None) -> gr.Rad
                           "score (the option whose answer is likeliest)")
 
 
-def sampling_controls() -> SamplingControls:
+def sampling_controls(restrict: str = "free") -> SamplingControls:
+    # The answer mode stays in view: it follows the model's run, and a hidden one is how a checkpoint came to
+    # read 0% here against its 16.7% in Results.
+    restrict = answer_mode_radio(restrict, elem_id="step-restrict")
     with gr.Accordion("sampling", open=False):
         with gr.Row():
             do_sample = gr.Checkbox(False, label="sample (off = greedy)")
@@ -134,7 +159,6 @@ def sampling_controls() -> SamplingControls:
             max_new_tokens = gr.Number(0, precision=0, minimum=0, maximum=512,
                                        label="max new tokens (0 = each stage's default)")
             seed = gr.Number(0, precision=0, minimum=0, label="seed")
-            restrict = answer_mode_radio()
     return SamplingControls(do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict)
 
 
@@ -183,3 +207,35 @@ def verdict_markdown(trace: Trace) -> str:
 
 UNTRAINED_NOTE = ("**Untrained model**: this is the default student before any training on the stage formats. "
                   "What it writes is not a result — train a run (Train tab) and pick its checkpoint.")
+
+
+def truncation_note(student, q: Question, stage_type: str, recall: str | None = None,
+                    analyses: dict[str, str] | None = None) -> str:
+    """Say so when a stage input is longer than the student reads: the student cuts the middle of such an input
+    (it keeps the question's head and the stage line), which must not happen without a word."""
+    from tinythinker import stages
+
+    budget = getattr(student, "max_source_length", None)
+    tokenizer = getattr(student, "tokenizer", None)
+    if not budget or tokenizer is None:
+        return ""
+    inputs = {}
+    makers = {"Recall": lambda: stages.recall_input(q),
+              "Analyze": lambda: stages.analyze_input(q, recall, q.labels[0], stage_type),
+              "Summarize": lambda: stages.summarize_input(q, recall, analyses, stage_type)}
+    for name, make in makers.items():
+        if stages.uses(stage_type, name.lower()) and q.labels:
+            try:
+                inputs[name] = make()
+            except (ValueError, KeyError, TypeError):
+                pass
+    long = []
+    for name, text in inputs.items():
+        n = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if n > budget:
+            long.append(f"{name} ({n:,} tokens)")
+    if not long:
+        return ""
+    return (f"**Input truncated:** the student reads at most {budget:,} tokens; {', '.join(long)} "
+            f"{'was' if len(long) == 1 else 'were'} cut in the middle (the start of the question and the stage "
+            "line are kept). Shorten the question or its options for a faithful run.")

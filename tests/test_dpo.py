@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tinythinker.dpo import dpo_loss, rpo_loss, sequence_logps
 
@@ -104,3 +105,81 @@ def test_a_few_steps_raise_the_chosen_vs_rejected_margin(tmp_path, kind):
     assert len(logged) == 4
     assert logged[-1]["rewards/margins"] > 0 and logged[-1]["rewards/accuracies"] == 1.0
     assert all(k in logged[0] for k in ("dpo_loss", "nll_loss", "loss"))
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_dpo_and_nll_on_completions_of_very_different_lengths_match_one_pair_at_a_time(tmp_path, kind):
+    """The batched loss equals the same loss from unpadded single pairs: the NLL is over the real chosen tokens
+    only (trl 0.9.6 and the paper's RDPOTrainer count a seq2seq batch's padding as token-0 targets), weighted as
+    the paper's RDPOTrainer does (DPO + alpha x NLL)."""
+    from tinythinker.dpo import SIDES, DPOConfig, PairCollator, build_trainer, pair_dataset, side_logps
+    from tinythinker.pairs import Pair
+    from tinythinker.tiny import tiny_student
+
+    student = tiny_student(kind, seed=0)
+    long_text = "the water is cold and the tree is by the river near the road where people walk"
+    pairs = [Pair("question 0\nRecall:", "cold", long_text, "recall", "q0"),
+             Pair("question 1 is a much longer question about where the house is\nRecall:", long_text, "hot",
+                  "recall", "q1")]
+    dataset, kept = pair_dataset(student, pairs, 64, 48)
+    assert kept == [0, 1]
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, learning_rate=1e-3, max_steps=1,
+                     save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, beta=0.5, rpo_alpha=0.5)
+    trainer = build_trainer(student, dataset, args)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move the policy off its reference, so that the DPO term is not log 2 for any batch
+        for p in student.model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    is_seq2seq = student.kind == "seq2seq"
+    collate = PairCollator(student)
+    batch = collate([trainer.train_dataset[i] for i in range(2)])
+    assert (batch["chosen_labels"] == -100).any()  # the batch is padded
+    loss, metrics = trainer.compute_loss(student.model, batch, return_outputs=True)
+
+    single = []
+    for i in range(2):
+        one = collate([trainer.train_dataset[i]])
+        assert not (one["chosen_labels"][:, -1] == -100).any()  # no padding at all
+        single.append({side: side_logps(student.model, one, side, is_seq2seq) for side in SIDES}
+                      | {"ref": (one["ref_chosen_logps"], one["ref_rejected_logps"])})
+    chosen_logps = torch.cat([s["chosen"][0] for s in single])
+    rejected_logps = torch.cat([s["rejected"][0] for s in single])
+    tokens = torch.cat([s["chosen"][1] for s in single])
+    ref_c = torch.cat([s["ref"][0] for s in single])
+    ref_r = torch.cat([s["ref"][1] for s in single])
+    dpo = -F.logsigmoid(0.5 * ((chosen_logps - rejected_logps) - (ref_c - ref_r))).mean().item()
+    nll = (-chosen_logps.sum() / tokens.sum()).item()
+    assert tokens.tolist()[0] < tokens.tolist()[1] / 5  # very different lengths
+    assert metrics["dpo_loss"] == pytest.approx(dpo, abs=1e-5)
+    assert abs(dpo - math.log(2)) > 1e-3
+    assert metrics["nll_loss"] == pytest.approx(nll, abs=1e-5)
+    assert loss.item() == pytest.approx(dpo + 0.5 * nll, abs=1e-5)
+    if is_seq2seq:
+        # What trl 0.9.6 computes instead: padding labels set to 0 and counted. This batch tells the two apart.
+        labels = batch["chosen_labels"]
+        logits = student.model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"],
+                               labels=labels).logits
+        padded = labels.masked_fill(labels == -100, 0)
+        with_pads = -sequence_logps(logits, padded, shift=False)[0].sum().item() / padded.numel()
+        assert abs(with_pads - nll) > 1e-2
+
+
+def test_pair_dataset_counts_what_it_leaves_out(caplog):
+    from tinythinker.dpo import pair_dataset, too_long
+    from tinythinker.pairs import Pair
+    from tinythinker.tiny import tiny_student
+
+    student = tiny_student("causal", seed=0)
+    pairs = [Pair("q\nRecall:", "word " * 40, "x", "recall", "q0"),
+             Pair("q\nRecall:", "fine", "fire", "recall", "q1"),
+             Pair("q\nRecall:", "y", "word " * 40, "recall", "q2"),
+             Pair("q\nRecall:", "word " * 40, "word " * 41, "recall", "q3")]
+    assert too_long(student, pairs, 32) == {"chosen": [0, 3], "rejected": [2, 3]}
+    with caplog.at_level("WARNING", logger="tinythinker.dpo"):
+        ds, kept = pair_dataset(student, pairs, 64, 32)
+    assert kept == [1] and len(ds) == 1
+    assert "left out 3 of 4 pairs with a completion over 32 tokens (chosen 2, rejected 2)" in caplog.text
+    ds, kept = pair_dataset(student, pairs[:1], 64, 32)
+    assert kept == [] and len(ds) == 0
+    with pytest.raises(ValueError, match="leaves no room"):  # an encoding error is an error, not a dropped pair
+        pair_dataset(student, pairs[1:2], 2, 32)

@@ -220,7 +220,9 @@ def test_zero_pairs_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
     qs, teacher, val = data()
     with pytest.raises(ReflectError, match="no preference pairs") as e:
         reflect(make_config(tmp_path, p1), questions=qs, teacher=teacher, val_questions=val)
-    assert "3 had every sampled trace right" in str(e.value)
+    assert "3 had every sampled trace right (no wrong recall to reject)" in str(e.value)
+    assert "Analyses are sampled on chosen recalls, and there were none." in str(e.value)
+    assert "pairs need a question with both" not in str(e.value)
     assert not (tmp_path / "p2").exists()
     db = str(tmp_path / "store.db")
     assert store_rows(db, "SELECT COUNT(*) FROM traces") == [(0,)]
@@ -308,6 +310,30 @@ def test_a_failed_iteration_leaves_nothing_half_written_and_a_rerun_resumes(tmp_
     assert sorted(i for (i,) in store_rows(db, "SELECT DISTINCT iteration FROM traces")) == [1, 2]
 
 
+def all_wrong_sampler(student, questions, config, stage_type, restrict, on_progress=None, seed=0):
+    return [Trace(q, f"the {WORDS[s]} is bad {s}", {"A": "a", "B": "b", "C": "c"}, "So the answer is option B.", "B",
+                  False, sampling={"sample_index": s}, stage_type=stage_type)
+            for q in questions for s in range(config.samples)]
+
+
+def test_all_wrong_samples_pair_with_teacher_recalls_and_say_so_when_there_are_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(phase2, "sample_recalls", all_wrong_sampler)
+    monkeypatch.setattr(phase2, "sample_analyses", fake_analyze_sampler)
+    monkeypatch.setattr(phase2, "evaluator", lambda *a, **k: lambda s: {"accuracy": 0.0, "invalid_rate": 0.0, "n": 3})
+    p1 = phase1_run(tmp_path)
+    qs, teacher, val = data()
+    # Teacher recalls fill the chosen side when every sample is wrong: pairs are built.
+    result = reflect(make_config(tmp_path, p1, iterations=1, stage_type="recall"), questions=qs, teacher=teacher,
+                     val_questions=val)
+    assert result.iterations[0]["pairs"]["recall"] == 3 * 4
+    no_recalls = {q.id: [Rationale(None, {"A": "ta"})] for q in qs}
+    with pytest.raises(ReflectError, match="no preference pairs") as e:
+        reflect(make_config(tmp_path, p1, iterations=1, stage_type="recall", run=str(tmp_path / "p2b")),
+                questions=qs, teacher=no_recalls, val_questions=val)
+    assert ("Of 3 questions, 0 had every sampled trace right (no wrong recall to reject), 0 some right and some "
+            "wrong, and 3 every one wrong, 0 of them with a teacher recall to take the chosen side.") in str(e.value)
+
+
 def test_cli_reflect_prints_progress_and_a_summary(tmp_path, fakes, capsys, monkeypatch):
     p1 = phase1_run(tmp_path)
     qs, teacher, val = data(2)
@@ -319,3 +345,105 @@ def test_cli_reflect_prints_progress_and_a_summary(tmp_path, fakes, capsys, monk
     summary = json.loads(out.out)  # stdout is the JSON summary only
     assert [r["iteration"] for r in summary["iterations"]] == [1]
     assert "sample_recall" in out.err and "iteration 1 done" in out.err
+
+
+def fingerprint(student):
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(student.model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+class ScriptedEval:
+    """Validation stand-in with non-monotonic scores, in call order; remembers the weights each score went to."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+        self.seen = []
+
+    def __call__(self, questions, stage_type, batch_size, restrict):
+        def evaluate(student):
+            acc = self.scores[len(self.seen)]
+            self.seen.append((acc, fingerprint(student)))
+            return {"accuracy": acc, "invalid_rate": 0.0, "n": len(questions)}
+        return evaluate
+
+
+def test_best_cycle_and_best_iteration_are_kept_when_scores_go_up_and_down(tmp_path, monkeypatch):
+    from tinythinker.students import load_student
+
+    monkeypatch.setattr(phase2, "sample_recalls", fake_recall_sampler())
+    monkeypatch.setattr(phase2, "sample_analyses", fake_analyze_sampler)
+    # baseline, then two cycles per iteration: iteration 1 peaks at its first cycle, iteration 2 at its last,
+    # and iteration 1 is the better one
+    scripted = ScriptedEval([0.3, 0.5, 0.4, 0.2, 0.45])
+    monkeypatch.setattr(phase2, "evaluator", scripted)
+    p1 = phase1_run(tmp_path)
+    qs, teacher, val = data()
+    result = reflect(make_config(tmp_path, p1, cycles=2), questions=qs, teacher=teacher, val_questions=val)
+    run = tmp_path / "p2"
+    one, two = result.iterations
+    assert [e["accuracy"] for e in one["evals"]] == [0.5, 0.4] and one["val_acc"] == 0.5
+    assert one["best_local_step"] == one["cycle_steps"]  # the first cycle, not the last
+    assert [e["accuracy"] for e in two["evals"]] == [0.2, 0.45] and two["val_acc"] == 0.45
+    assert two["best_local_step"] == two["steps"]
+    assert result.best_iteration == 1 and result.baseline_val_acc == 0.3
+    weights = [fp for _, fp in scripted.seen]
+    assert len(set(weights)) == 5  # every evaluation saw other weights
+    assert fingerprint(load_student(run / "iter_1" / "best")) == weights[1]  # the best cycle's, not the last's
+    assert fingerprint(load_student(run / "iter_2" / "best")) == weights[4]
+    assert fingerprint(load_student(run / "best")) == weights[1]  # the best iteration's best
+    assert two["start"] == str(run / "iter_1" / "best")  # and iteration 2 started from it
+
+
+def test_reflect_on_a_path_based_phase1_run_goes_through_the_real_loader(tmp_path, fakes):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rows = [{"id": f"m{i}", "question": f"where is the {WORDS[i]} {i}?", "options": ["house", "river", "garden"],
+             "answer": "A", "recall": f"the {WORDS[i]} is in the house.", "analyses": ["yes", "no", "no"]}
+            for i in range(5)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (folder / "validation.jsonl").write_text(json.dumps({**rows[0], "id": "v0"}) + "\n")
+    p1 = phase1_run(tmp_path)
+    cfg = json.loads((p1 / "config.json").read_text())
+    (p1 / "config.json").write_text(json.dumps({**cfg, "data": "jsonl", "path": str(folder)}))
+    source = read_phase1(p1, "recall_analyze")
+    qs, teacher, val = phase2.load_reflect_data(source, make_config(tmp_path, p1, limit=3))
+    assert [q.id for q in qs] == ["m0", "m1", "m2"] and [q.id for q in val] == ["v0"]
+    assert teacher["m1"][0].recall == "the tree is in the house."
+    # ... and the whole command, which failed with "--data jsonl needs a path" before
+    result = reflect(make_config(tmp_path, p1, iterations=1))
+    assert [r["iteration"] for r in result.iterations] == [1]
+
+
+def test_lora_is_applied_only_when_asked_and_only_once():
+    from tinythinker.tiny import tiny_student
+
+    student = tiny_student("causal", seed=0)
+    assert phase2.with_lora(student, ReflectConfig(from_run="x")) is student
+    assert not hasattr(student.model, "peft_config")
+    wrapped = phase2.with_lora(student, ReflectConfig(from_run="x", lora_r=4, lora_alpha=8))
+    assert hasattr(wrapped.model, "peft_config") and wrapped.lora["r"] == 4 and wrapped.lora["alpha"] == 8
+    model = wrapped.model
+    # a student that already carries an adapter (a LoRA phase-1 run, an earlier iteration's best) keeps it
+    assert phase2.with_lora(wrapped, ReflectConfig(from_run="x", lora_r=16)).model is model
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with pytest.raises(ReflectError, match="--lora-r"):
+        ReflectConfig(from_run="x", lora_r=-1).check()
+
+
+@pytest.mark.slow
+def test_reflect_with_lora_trains_an_adapter_and_resumes_from_it(tmp_path, fakes):
+    from tinythinker.students import load_student
+
+    p1 = phase1_run(tmp_path, kind="causal")
+    qs, teacher, val = data()
+    result = reflect(make_config(tmp_path, p1, lora_r=4), questions=qs, teacher=teacher, val_questions=val)
+    assert [r["iteration"] for r in result.iterations] == [1, 2]
+    run = tmp_path / "p2"
+    for folder in (run / "iter_1" / "best", run / "iter_2" / "best", run / "best"):
+        assert hasattr(load_student(folder).model, "peft_config")  # adapter folders, loadable as they are

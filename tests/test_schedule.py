@@ -91,3 +91,29 @@ def test_bad_arguments():
         StageBatchSampler({"recall": 0}, ("recall",), batch_size=1, interval=1, n_options=2)
     with pytest.raises(ValueError, match="interval"):
         interval_order({"recall": 1}, ("recall",), 0, 2)
+
+
+def test_dpo_cycle_steps_are_the_papers():
+    from tinythinker.schedule import dpo_cycle_steps
+
+    # scripts/dpo.py: recall_interval = n_recall // batch + 1; analyze_interval = (n_analyze // n_recall + 1) x that
+    assert dpo_cycle_steps(40, 100, 8) == (6, 18)
+    assert dpo_cycle_steps(0, 100, 8) == (0, 13)
+    assert dpo_cycle_steps(5, 0, 8) == (1, 0)
+    assert dpo_cycle_steps(0, 0, 8) == (0, 0)
+
+
+def test_dpo_order_takes_stage_names_and_reshuffles_each_stage_when_used_up():
+    from tinythinker.schedule import dpo_order
+
+    names = ["analyze", "recall"] * 3 + ["analyze"] * 4  # 3 recall, 7 analyze pairs
+    order, cycle = dpo_order(names, batch_size=2, cycles=3, seed=1)
+    assert cycle == 2 + 6  # recall 3 // 2 + 1 = 2 steps, analyze (7 // 3 + 1) x 2 = 6 steps
+    assert len(order) == 3 * cycle * 2
+    per_cycle = [order[c * 16:(c + 1) * 16] for c in range(3)]
+    for block in per_cycle:
+        assert [names[i] for i in block] == ["recall"] * 4 + ["analyze"] * 12
+    recall_stream = [i for i in order if names[i] == "recall"]
+    for k in range(0, 9, 3):  # every recall pair once before any twice
+        assert sorted(recall_stream[k:k + 3]) == [1, 3, 5]
+    assert dpo_order(names, 2, 3, seed=1) == (order, cycle)

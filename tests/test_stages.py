@@ -82,3 +82,73 @@ def test_answer_formats_all_parse_to_their_letter():
         stages.summarize_target("A", "oven", "text")
     with pytest.raises(ValueError, match="needs the option's text"):
         stages.summarize_target("A", None, "text_letter")
+
+
+# --- joining stages (issue 13, item 4) ----------------------------------------------------------------------------
+
+def test_a_recall_or_analysis_without_an_ending_gets_a_full_stop(q):
+    assert stages.analyze_input(q, "Milk spoils  when warm", "B") == (
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall: Milk spoils when warm.\nAnalyze: For option B,"
+    )
+    assert stages.summarize_input(q, "R", {"A": "cold", "B": "is it hot?", "C": 'it "moves"'}) == (
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall: R.\n"
+        'Analyze: For option A, cold. For option B, is it hot? For option C, it "moves"\nSummarize:'
+    )
+    # The paper's endings, plus "!" and "?"; an empty text stays empty.
+    assert [stages.joined(t) for t in ["a.", "a!", "a?", 'a "b"', "a 'b'", "a", "", "  a \n b  "]] == [
+        "a.", "a!", "a?", 'a "b"', "a 'b'", "a.", "", "a b."]
+    assert stages.summarize_input(q, "R", {"A": "", "B": "b", "C": "c"}).endswith(
+        "Analyze: For option A, For option B, b. For option C, c.\nSummarize:")
+
+
+def test_join_raw_keeps_the_old_behaviour(q):
+    assert stages.analyze_input(q, "Milk spoils when warm", "B", join="raw").endswith(
+        "Recall: Milk spoils when warm\nAnalyze: For option B,")
+    assert stages.summarize_input(q, "R", {"A": "cold", "B": "hot", "C": "moves"}, join="raw").endswith(
+        "Recall: R\nAnalyze: For option A, cold For option B, hot For option C, moves\nSummarize:")
+    with pytest.raises(ValueError, match="unknown join mode 'comma'"):
+        stages.joined("x", "comma")
+
+
+class _ScriptedStudent:
+    """Writes fixed texts per stage and records every input it is given (the pipeline's next-stage inputs)."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.inputs = []
+
+    def generate(self, inputs, **kw):
+        self.inputs += inputs
+        out = []
+        for text in inputs:
+            if text.endswith("Recall:"):
+                out.append("milk is kept  cold")
+            elif text.endswith("Summarize:"):
+                out.append("So the answer is option A.")
+            else:
+                out.append("it is " + text[-2])  # "For option X," -> "it is X", no full stop
+        return out
+
+
+def test_the_pipeline_joins_generated_texts_with_a_full_stop(q):
+    from tinythinker.pipeline import run_pipeline
+
+    student = _ScriptedStudent()
+    [trace] = run_pipeline(student, [q])
+    assert trace.recall == "milk is kept  cold" and trace.predicted == "A"  # the trace keeps what was written
+    block = "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall: milk is kept cold."
+    assert student.inputs == [
+        "Where do you keep milk?\n(A) fridge (B) oven (C) car\nRecall:",
+        f"{block}\nAnalyze: For option A,", f"{block}\nAnalyze: For option B,", f"{block}\nAnalyze: For option C,",
+        f"{block}\nAnalyze: For option A, it is A. For option B, it is B. For option C, it is C.\nSummarize:",
+    ]
+
+
+def test_the_answer_regexes_are_pinned():
+    # The paper's regex verbatim, and the uncased variant an uncased tokenizer (bert2bert) needs.
+    assert stages.ANSWER_RE.pattern == r"the answer is option ([A-Z])\."
+    assert stages._UNCASED_ANSWER_RE.pattern == r"the answer is option ([a-z]) ?\."
+    assert stages.parse_answer("so the answer is option b .") == "B"
+    assert stages.parse_answer("so the answer is option b.") == "B"
+    assert stages.parse_answer("So the answer is option b.") is None  # cased text: only the paper's regex

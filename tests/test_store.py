@@ -69,8 +69,8 @@ def test_a_version_1_database_is_migrated_with_its_labels(tmp_path):
     db["undos"].insert({"label_id": 1, "annotator": "a", "created_at": "t"})
     db.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s.schema_version == SCHEMA_VERSION >= 4
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [r[0] for r in s.db.execute("SELECT n_current FROM traces ORDER BY id")] == [0, 2, 0]
         assert s.next_unlabelled().id == 1  # its only label was undone
         s.label(1, "summarize", "bad", annotator="b")
@@ -140,10 +140,12 @@ def test_a_changed_question_under_the_same_id_is_refused(store):
 def test_import_file_refuses_the_same_file_twice_unless_asked(store, tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [trace("q1"), trace("q2")])
     assert store.import_file(path, model="m", iteration=0) == [1, 2]
-    with pytest.raises(StoreError, match="already imported"):
+    with pytest.raises(StoreError, match="2 of its 2 traces are duplicates: 2 are already in the store"):
         store.import_file(path, model="m", iteration=0)
     assert store.import_file(path, model="m", iteration=1) == [3, 4]  # another iteration is another import
-    assert store.import_file(path, model="m", iteration=0, allow_duplicate=True) == [5, 6]
+    # The old flag now skips them (and counts them): a trace is stored once (see test_store_duplicates.py).
+    again = store.import_file(path, model="m", iteration=0, allow_duplicate=True)
+    assert again == [] and again.duplicates_in_store == 2 and store.count_traces() == 4
 
 
 # ---- queue -------------------------------------------------------------------------------------------------------
@@ -317,7 +319,10 @@ def test_curated_pairs_from_labels(store):
 
 def test_a_text_labelled_both_ways_gives_no_pair(store):
     q = question("q1")
-    store.import_traces([trace(q=q, tag=" x"), trace(q=q, tag=" x")], model="m")
+    # The same texts from two samples (sample_index 0 and 1): two traces.
+    second = trace(q=q, tag=" x")
+    second.sampling = {**second.sampling, "sample_index": 1}
+    assert store.import_traces([trace(q=q, tag=" x"), second], model="m") == [1, 2]
     store.label(1, "recall", "good", annotator="ana")
     store.label(2, "recall", "bad", annotator="bob")
     assert store.curated_pairs() == []

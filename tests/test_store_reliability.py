@@ -104,8 +104,9 @@ def _stalled_import(db: Path, marker: Path, n: int, half: int) -> None:
     Store(db).import_traces(traces(), model="big")
 
 
-def _file_import(db: Path, src: Path) -> None:
-    Store(db).import_file(src, model="big", allow_duplicate=True)
+def _file_import(db: Path, src: Path, iteration: int) -> None:
+    # Another iteration each run: the same traces under the same iteration would be duplicates, refused.
+    Store(db).import_file(src, model="big", iteration=iteration)
 
 
 def _prefill(db: Path) -> dict[str, int]:
@@ -149,15 +150,15 @@ def test_sigkill_at_any_moment_leaves_none_or_all(tmp_path):
     n = 2500
     src = write_jsonl(tmp_path / "big.jsonl", [trace(f"big{i}", "B", tag=" " + "words " * 40) for i in range(n)])
     t0 = time.time()
-    p = FORK.Process(target=_file_import, args=(db, src))
+    p = FORK.Process(target=_file_import, args=(db, src, 0))
     p.start()
     p.join(timeout=300)
     assert p.exitcode == 0
     full = time.time() - t0
     current = before + n
     outcomes = []
-    for frac in (0.1, 0.3, 0.5, 0.7, 0.9, 1.3):  # of one whole run's time
-        p = FORK.Process(target=_file_import, args=(db, src))
+    for run, frac in enumerate((0.1, 0.3, 0.5, 0.7, 0.9, 1.3), start=1):  # of one whole run's time
+        p = FORK.Process(target=_file_import, args=(db, src, run))
         p.start()
         time.sleep(full * frac)
         _kill(p)
@@ -200,7 +201,8 @@ GOOD = json.dumps(trace("n1").to_dict())
     (json.dumps({**trace("n3").to_dict(), "recall": "x" * 100_000}),
      "line 3: field 'recall' is 100,000 characters long; the limit is 10,000"),
     (json.dumps({**trace("n3").to_dict(), "summary": "a\u0000b"}), "line 3: field 'summary' contains the control"),
-    ('{"question": {"id": "x", "stem": "\\ud800", "options": [], "answer": null}}', "line 3: field 'question"),
+    ('{"question": {"id": "x", "stem": "\\ud800", "options": [], "answer": null}, "summary": "s"}',
+     "line 3: field 'question"),
     (json.dumps({**trace("n3").to_dict(), "sampling": {"t": float("nan")}}), "line 3: field 'sampling'"),
     (b'{"recall": "caf\xe9"}', "line 3: not UTF-8 text"),
 ])

@@ -36,7 +36,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail("llama-cpp-python is missing: pip install -r requirements.txt (it provides the test's server)")
+        # Opt-in: llama-cpp-python compiles for ~20 minutes, so the dev setup leaves it out.
+        pytest.skip("llama-cpp-python is not installed: enable this integration test with "
+                    "`./scripts/setup.sh --integration` (or pip install -r requirements-integration.txt)")
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", "smollm2",

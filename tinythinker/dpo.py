@@ -4,10 +4,19 @@ The paper trains with TRL's DPOTrainer (scripts/dpo.py, scripts/utils/trainer.py
 `rpo_alpha=0.5`, `precompute_ref_log_probs=True`). Current TRL supports causal models only, and the paper's
 students are seq2seq, so the loss is written here for both kinds, on the tokenised features that
 `Student.encode` makes (`labels` = the completion, -100 elsewhere).
+
+Checked against trl 0.9.6's DPOTrainer and the paper's `RDPOTrainer` on identical tiny models and batches (T5,
+bert2bert, Llama): the DPO term agrees to 1e-5 for all three, and so does the NLL term for causal students. For
+seq2seq students it does not, on purpose: trl 0.9.6 and the paper's copy of it overwrite the padding labels of the
+chosen side with token 0 before the NLL, so every pad position of a shorter chosen completion counts as a target
+(token 0 is T5's pad). Here the NLL is over the real chosen tokens only, the intended loss. The weighting is the
+paper's `RDPOTrainer`'s, `DPO + rpo_alpha x NLL`; stock trl 0.9.6 computes `rpo_alpha x DPO + NLL` (0.5 DPO + NLL
+at the paper's rpo_alpha 0.5).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -17,6 +26,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 SIDES = ("chosen", "rejected")
+log = logging.getLogger("tinythinker.dpo")
 
 
 @dataclass
@@ -64,9 +74,11 @@ def rpo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """mean(DPO loss) + alpha x NLL of the chosen completions, and the metrics TRL logs.
 
-    The NLL is normalised per token over the whole batch, as the paper's code does (TRL 0.9's
-    `nn.CrossEntropyLoss(ignore_index=-100)` over the flattened chosen labels): total chosen-token NLL
-    divided by the number of chosen tokens in the batch, not averaged per sequence."""
+    The weighting is the paper's RDPOTrainer's (DPO + alpha x NLL; stock trl 0.9.6 has alpha x DPO + NLL). The NLL
+    is normalised per token over the whole batch, as `nn.CrossEntropyLoss(ignore_index=-100)` over the flattened
+    chosen labels in trl 0.9.6 and the paper's code: total chosen-token NLL divided by the number of chosen tokens
+    in the batch, not averaged per sequence. `chosen_tokens` counts the real tokens only; trl 0.9.6 and the paper
+    also count a seq2seq batch's padding (their labels hold 0 there), which this loss deliberately does not."""
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
     nll = -policy_chosen.sum() / chosen_tokens.sum().clamp(min=1)
@@ -187,28 +199,31 @@ class DPOTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def too_long(student, pairs, max_completion_length: int) -> dict[str, list[int]]:
+    """Indices of the pairs whose chosen / rejected completion has more than `max_completion_length` tokens
+    (counted as `Student.encode` counts a target: with its end-of-sequence token)."""
+    n = len(pairs)
+    lengths = [len(ids) for ids in student.target_ids([p.chosen for p in pairs] + [p.rejected for p in pairs])]
+    return {side: [i for i in range(n) if lengths[k * n + i] > max_completion_length]
+            for k, side in enumerate(SIDES)}
+
+
 def pair_dataset(student, pairs, max_prompt_length: int, max_completion_length: int) -> tuple[Dataset, list[int]]:
-    """Tokenised pairs and the indices of the pairs kept: a pair whose completion is longer than
-    `max_completion_length` tokens is left out (`Student.encode` never cuts a target; a cut completion would
-    be scored on text the model never wrote)."""
-    prompts = [p.prompt for p in pairs]
-    chosen = [p.chosen for p in pairs]
-    rejected = [p.rejected for p in pairs]
-    try:
-        ds = tokenize_pairs(student, prompts, chosen, rejected, max_prompt_length, max_completion_length)
-        return ds, list(range(len(pairs)))
-    except ValueError:
-        pass
-    keep = []
-    for i in range(len(pairs)):
-        try:
-            tokenize_pairs(student, prompts[i:i + 1], chosen[i:i + 1], rejected[i:i + 1],
-                           max_prompt_length, max_completion_length)
-            keep.append(i)
-        except ValueError:
-            continue
-    ds = tokenize_pairs(student, [prompts[i] for i in keep], [chosen[i] for i in keep],
-                        [rejected[i] for i in keep], max_prompt_length, max_completion_length)
+    """Tokenised pairs and the indices of the pairs kept: a pair with a completion longer than
+    `max_completion_length` tokens is left out and counted in the log (`Student.encode` never cuts a target; a
+    cut completion would be scored on text the model never wrote). A prompt over `max_prompt_length` is cut in
+    the middle as every stage input is; any other encoding error is raised."""
+    over = too_long(student, pairs, max_completion_length) if pairs else {side: [] for side in SIDES}
+    dropped = set(over["chosen"]) | set(over["rejected"])
+    keep = [i for i in range(len(pairs)) if i not in dropped]
+    if dropped:
+        log.warning("left out %d of %d pairs with a completion over %d tokens (chosen %d, rejected %d)",
+                    len(dropped), len(pairs), max_completion_length, len(over["chosen"]), len(over["rejected"]))
+    if not keep:
+        return Dataset.from_dict({f"{side}_{key}": [] for side in SIDES
+                                  for key in ("input_ids", "attention_mask", "labels")}), keep
+    ds = tokenize_pairs(student, [pairs[i].prompt for i in keep], [pairs[i].chosen for i in keep],
+                        [pairs[i].rejected for i in keep], max_prompt_length, max_completion_length)
     return ds, keep
 
 

@@ -196,12 +196,19 @@ def analyze_pairs(
     return pairs
 
 
-def pair_stats(traces: list[Trace]) -> dict[str, int]:
-    """Why a set of traces may build no pairs: how many questions were all right, all wrong, mixed."""
+def pair_stats(traces: list[Trace], teacher: dict[str, list[Rationale]] | None = None) -> dict[str, int]:
+    """Why a set of traces may build no pairs: how many questions were all right, all wrong, mixed. With
+    `teacher`, also how many of the all-wrong ones have a teacher recall to fill the chosen side
+    (`all_wrong_with_teacher`): without one such a question makes no recall pair."""
     out = {"questions": 0, "all_right": 0, "all_wrong": 0, "mixed": 0}
-    for group in _group(traces, lambda t: t.question.id).values():
+    if teacher is not None:
+        out["all_wrong_with_teacher"] = 0
+    for qid, group in _group(traces, lambda t: t.question.id).items():
         out["questions"] += 1
         right = sum(1 for t in group if t.correct)
         key = "all_right" if right == len(group) else "all_wrong" if right == 0 else "mixed"
         out[key] += 1
+        if key == "all_wrong" and teacher is not None and any(r.recall and r.recall.strip()
+                                                               for r in teacher.get(qid, [])):
+            out["all_wrong_with_teacher"] += 1
     return out

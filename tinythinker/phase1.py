@@ -52,7 +52,21 @@ class Phase1Config:
     batch_size: int = 16
     eval_batch_size: int = 32
     lr: float = 5e-4  # the paper's released scripts (T5-small)
-    warmup_steps: int = 0
+    # The paper's finetune.py: cosine decay after a warm-up of 10% of the steps.
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    warmup_steps: int = 0  # when > 0, wins over warmup_ratio (the Trainer's rule)
+    # LoRA through peft (0 = full fine-tuning). Alpha, dropout and target modules default per student kind
+    # (`students.lora_defaults`).
+    lora_r: int = 0
+    lora_alpha: int | None = None
+    lora_dropout: float = 0.05
+    lora_targets: str | None = None  # comma-separated module names; None = the student kind's default
+    # The training loss from hidden states at target positions only (the LM head never runs over prompt
+    # tokens); same loss, less time and memory. False = the model's own full-width loss.
+    target_only_loss: bool = True
+    # Evaluate (and save) every N optimizer steps; None = once per schedule cycle, as the paper's cadence.
+    eval_steps: int | None = None
     weight_decay: float = 0.0
     # A bert2bert warm start has randomly initialised cross-attention while everything else is pretrained; a
     # larger learning rate for those weights is a recipe knob against a decoder that learns to ignore its input.
@@ -88,6 +102,16 @@ class Phase1Config:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.cross_attention_lr_scale <= 0:
             raise ValueError(f"cross_attention_lr_scale must be positive, got {self.cross_attention_lr_scale}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be 0 (full fine-tuning) or positive, got {self.lora_r}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ValueError(f"eval_steps must be at least 1, got {self.eval_steps}")
+        from transformers.trainer_utils import SchedulerType
+
+        if self.lr_scheduler not in {t.value for t in SchedulerType}:
+            raise ValueError(f"unknown lr_scheduler {self.lr_scheduler!r}; e.g. cosine, linear, constant")
 
     def resolved(self) -> dict[str, Any]:
         """What config.json holds: every field, plus what kind of run it is."""
@@ -254,6 +278,18 @@ class Phase1Trainer(Trainer):
         self.stage_type = stage_type
         self.restrict_answer = restrict_answer
 
+    target_only_loss = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # The LM head only at target positions (`Student.token_loss`): the same loss without the full-width
+        # logits over every prompt token, about a fifth of a SmolLM2 step. Only when the model is the student's
+        # own object: under a DDP wrapper the wrapper's forward must run for gradients to be synchronised.
+        if self.target_only_loss and not return_outputs and model is self.student.model \
+                and self.student.kind == "causal":
+            return self.student.token_loss(inputs, num_items_in_batch if self.model_accepts_loss_kwargs else None)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
     def make_sampler(self) -> StageBatchSampler:
         return StageBatchSampler(**self.sampler_args, world_size=self.args.world_size,
                                  grad_accum=self.args.gradient_accumulation_steps)
@@ -317,6 +353,11 @@ class RunRecorder(TrainerCallback):
         self.last_logged = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            # The last step is always evaluated and saved, whether or not it ends a cycle: otherwise the last
+            # partial cycle's training would never be measured or kept.
+            control.should_evaluate = True
+            control.should_save = True
         if self.on_progress and state.is_world_process_zero:
             self.on_progress({"kind": "step", "step": state.global_step, "max_steps": state.max_steps,
                               "stage": self.stage_at(state.global_step), "epoch": state.epoch})
@@ -446,12 +487,14 @@ def training_args(config: Phase1Config, run: Path, cycle: int, quiet: bool) -> T
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr,
         weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        # transformers 5 reads a warm-up below 1 as a share of the steps (its old warmup_ratio).
+        warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         # The paper evaluates, saves and logs at one shared cadence; ours is one schedule cycle.
-        eval_strategy="steps", eval_steps=cycle,
-        save_strategy="steps", save_steps=cycle,
+        eval_strategy="steps", eval_steps=config.eval_steps or cycle,
+        save_strategy="steps", save_steps=config.eval_steps or cycle,
         # The latest (to resume from) and the best (the Trainer protects it; with a limit of 1 it would delete the
         # latest at the end of training instead). best/ holds a clean student copy of the best.
         save_total_limit=2,
@@ -500,6 +543,12 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
     set_seed(config.seed)
     if student is None:
         student = load_student(config.student)  # a run folder means its best/ (load_student)
+    if config.lora_r and not student.is_lora:
+        from tinythinker.students import apply_lora
+
+        apply_lora(student, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    # Saved with every checkpoint: score / constrain modes then consider this format's answers only.
+    student.answer_format = config.answer_format
     log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
              data.skipped)
     dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
@@ -515,6 +564,7 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
         student=student, sampler_args=sampler_args, questions=questions, stage_type=config.stage_type,
         restrict_answer=config.restrict_answer, max_new_tokens=config.eval_max_new_tokens,
     )
+    trainer.target_only_loss = config.target_only_loss
     student.device = trainer.args.device  # the Trainer placed the model; generation must follow it
     checkpoint = runs.last_checkpoint(run)
     if checkpoint is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -58,7 +57,7 @@ class ReflectError(ValueError):
 class ReflectConfig:
     from_run: str  # a phase-1 run folder (`python -m tinythinker train --run ...`)
     run: str = "runs/phase2"
-    iterations: int = 3
+    iterations: int = 5  # scripts/run_dpo.sh DPO_ITERS=(1 2 3 4 5); each one resumable, the best one kept
     samples: int = 10  # recalls sampled per question (scripts/run_dpo.sh GENERATION_TIMES=10)
     stage_type: str = "recall_analyze"  # which stages get DPO pairs
     limit: int | None = None  # training questions sampled
@@ -75,6 +74,12 @@ class ReflectConfig:
     db: str | None = None  # store path (None: env TINYTHINKER_DB, else annotations/tinythinker.db)
     sample_batch_size: int = 32
     eval_batch_size: int = 32
+    # LoRA through peft for a student loaded without one (0 = full fine-tuning, the paper). A phase-1 run trained
+    # with LoRA loads as a peft model and keeps training its own adapter; these then change nothing.
+    lora_r: int = 0
+    lora_alpha: int | None = None
+    lora_dropout: float = 0.05
+    lora_targets: str | None = None  # comma-separated module names; None = the student kind's default
 
     def check(self) -> None:
         if self.stage_type not in DPO_STAGE_TYPES:
@@ -93,6 +98,9 @@ class ReflectConfig:
                 raise ReflectError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.lr <= 0 or self.beta <= 0 or self.alpha < 0 or self.temperature <= 0:
             raise ReflectError("--lr, --beta and the temperature must be positive and --alpha not negative")
+        if self.lora_r < 0 or not 0 <= self.lora_dropout < 1 or (self.lora_alpha is not None and self.lora_alpha < 1):
+            raise ReflectError("--lora-r must not be negative, --lora-alpha must be at least 1 and --lora-dropout "
+                               "in [0, 1)")
 
     def resolved(self) -> dict[str, Any]:
         d = asdict(self)
@@ -185,33 +193,11 @@ def curated_pairs(store, dpo_stages: tuple[str, ...]) -> list[Pair]:
 
 
 def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tuple[list[int], int]:
-    """The training order (indices into `pairs`) and the steps per cycle, as scripts/dpo.py sets them: a
-    cycle is `recall_interval = len(recall) // batch + 1` steps of recall pairs then
-    `analyze_interval = (len(analyze) // len(recall) + 1) * recall_interval` steps of analyze pairs (only one
-    of them when one stage has pairs); each stage's pairs are reshuffled whenever used up."""
-    rng = random.Random(seed)
-    recall = [i for i, p in enumerate(pairs) if p.stage == stages.RECALL]
-    analyze = [i for i, p in enumerate(pairs) if p.stage == stages.ANALYZE]
-    if recall:
-        r_steps = len(recall) // batch_size + 1
-        a_steps = (len(analyze) // len(recall) + 1) * r_steps if analyze else 0
-    else:
-        r_steps, a_steps = 0, len(analyze) // batch_size + 1
+    """The training order (indices into `pairs`) and the steps per cycle: `tinythinker.schedule.dpo_order`
+    (scripts/dpo.py's recall-then-analyze cycles) over the pairs' stages."""
+    from tinythinker.schedule import dpo_order
 
-    def stream(items):
-        while True:
-            order = items[:]
-            rng.shuffle(order)
-            yield from order
-
-    streams = {stages.RECALL: stream(recall) if recall else None,
-               stages.ANALYZE: stream(analyze) if analyze else None}
-    order: list[int] = []
-    for _ in range(cycles):
-        for stage, steps in ((stages.RECALL, r_steps), (stages.ANALYZE, a_steps)):
-            for _ in range(steps * batch_size):
-                order.append(next(streams[stage]))
-    return order, r_steps + a_steps
+    return dpo_order([p.stage for p in pairs], batch_size, cycles, seed)
 
 
 # -- training ------------------------------------------------------------------------------------------------
@@ -338,11 +324,12 @@ def load_reflect_data(source: Phase1Source, config: ReflectConfig
     from tinythinker.data import load_examples, load_questions
 
     p1 = source.config
-    # Phase 1's data and seed, so that a --limit subset is drawn the way phase 1 drew its own.
+    # Phase 1's data, file (`--data jsonl / paper --path`) and seed, so that a --limit subset is drawn the way
+    # phase 1 drew its own.
     examples = load_examples(p1.get("data", "csqa"), "train", data_dir=p1.get("data_dir"), seed=p1.get("seed", 0),
-                             limit=config.limit, source=p1.get("source"))
+                             limit=config.limit, source=p1.get("source"), path=p1.get("path"))
     val = load_questions(p1.get("data", "csqa"), "validation", data_dir=p1.get("data_dir"),
-                         seed=p1.get("seed", 0), limit=config.eval_limit)
+                         seed=p1.get("seed", 0), limit=config.eval_limit, path=p1.get("path"))
     if not examples:
         raise ReflectError(f"no training questions in {p1.get('data')!r}")
     if not val:
@@ -411,6 +398,10 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
         if on_progress:
             on_progress(event)
 
+    shared = IterationContext(config=config, questions=questions, teacher=teacher, stage_type=stage_type,
+                              restrict=restrict, dpo_stages=dpo_stages, store=store, run=run, evaluate=evaluate,
+                              max_prompt=max_prompt, max_completion=max_completion, progress=progress)
+
     try:
         if baseline:
             baseline_acc = baseline[0]["accuracy"]
@@ -425,8 +416,8 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
         for k in range(len(done) + 1, config.iterations + 1):
             start_path = source.best if k == 1 else run / ITER.format(k - 1) / runs.BEST
             current = student if (k == 1 and student is not None) else load_student(start_path)
-            rec = _iteration(k, current, str(start_path), questions, teacher, config, stage_type, restrict,
-                             dpo_stages, store, run, last_step, evaluate, max_prompt, max_completion, progress)
+            current = with_lora(current, config)
+            rec = _iteration(k, current, str(start_path), last_step, shared)
             last_step = rec["step"]
             done.append(rec)
             _copy_best(run, done)
@@ -441,6 +432,19 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
     return ReflectResult(str(run), baseline_acc, done, best_it, round(time.time() - t_start, 1))
 
 
+def with_lora(student, config: ReflectConfig):
+    """The student with fresh LoRA adapters when --lora-r asks for them and it carries none yet; a student loaded
+    as a peft model (a phase-1 run trained with LoRA, or an earlier iteration's best) keeps training its own."""
+    if config.lora_r <= 0 or hasattr(student.model, "peft_config"):
+        return student
+    from tinythinker import students
+
+    if not hasattr(students, "apply_lora"):
+        raise ReflectError("--lora-r needs students.apply_lora, which this installation lacks")
+    return students.apply_lora(student, config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                               targets=config.lora_targets)
+
+
 def _copy_best(run: Path, done: list[dict[str, Any]]) -> None:
     best = max(done, key=lambda r: r["val_acc"])
     tmp = run / ".best.partial"
@@ -450,8 +454,27 @@ def _copy_best(run: Path, done: list[dict[str, Any]]) -> None:
     tmp.rename(run / runs.BEST)
 
 
-def _iteration(k, student, model_name, questions, teacher, config, stage_type, restrict, dpo_stages, store,
-               run, step_offset, evaluate, max_prompt, max_completion, progress) -> dict[str, Any]:
+@dataclass
+class IterationContext:
+    """What every iteration of one phase-2 run shares."""
+
+    config: ReflectConfig
+    questions: list[Question]  # training questions the student samples on
+    teacher: dict[str, list[Rationale]]  # their teacher rationales, by question id (recall_pairs' chosen fill)
+    stage_type: str  # the student's (phase 1's) stage type
+    restrict: bool | str  # phase 1's restrict_answer, for sampling and validation alike
+    dpo_stages: tuple[str, ...]  # the stages that get pairs
+    store: Any  # tinythinker.store.Store: curated pairs in, traces and pairs out
+    run: Path
+    evaluate: Callable[[Any], dict[str, Any]]
+    max_prompt: int
+    max_completion: int
+    progress: Callable[[dict[str, Any]], None]
+
+
+def _iteration(k: int, student, model_name: str, step_offset: int, ctx: IterationContext) -> dict[str, Any]:
+    config, questions, teacher, stage_type = ctx.config, ctx.questions, ctx.teacher, ctx.stage_type
+    restrict, dpo_stages, store, run, progress = ctx.restrict, ctx.dpo_stages, ctx.store, ctx.run, ctx.progress
     t0 = time.time()
     work = run / (ITER.format(k) + ".partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -468,7 +491,8 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
                 t.sampling = {**t.sampling, "reflect": "recall"}
             traces += recall_traces
             r_pairs, contexts = recall_pairs(recall_traces, teacher, seed=config.seed * 1000 + k)
-            stats["recall_traces"] = pair_stats(recall_traces)
+            stats["recall_traces"] = pair_stats(recall_traces, teacher)
+            stats["recall_pairs"], stats["chosen_recalls"] = len(r_pairs), len(contexts)
             if stages.RECALL in dpo_stages:
                 auto += r_pairs
             if stages.ANALYZE in dpo_stages and contexts:
@@ -478,7 +502,14 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
                 for t in analyze_traces:
                     t.sampling = {**t.sampling, "reflect": "analyze"}
                 traces += analyze_traces
-                auto += analyze_pairs(analyze_traces, contexts, seed=config.seed * 1000 + k, stage_type=stage_type)
+                a_pairs = analyze_pairs(analyze_traces, contexts, seed=config.seed * 1000 + k, stage_type=stage_type)
+                auto += a_pairs
+                stats["analyze_traces"] = {
+                    "right": sum(t.predicted == t.question.answer for t in analyze_traces),
+                    "other_option": sum(t.predicted is not None and t.predicted != t.question.answer
+                                        for t in analyze_traces),
+                    "invalid": sum(t.predicted is None for t in analyze_traces)}
+                stats["analyze_pairs"] = len(a_pairs)
         curated = curated_pairs(store, dpo_stages) if config.pairs in ("curated", "both") else []
         pairs = auto + curated
         counts = {s: sum(p.stage == s for p in pairs) for s in dpo_stages}
@@ -498,7 +529,8 @@ def _iteration(k, student, model_name, questions, teacher, config, stage_type, r
             step = step_offset + rec.pop("local_step")
             runs.append_metrics(run, {**rec, "iteration": k, "step": step})
 
-        summary = train_iteration(student, pairs, config, work, evaluate, record, progress, max_prompt, max_completion)
+        summary = train_iteration(student, pairs, config, work, ctx.evaluate, record, progress, ctx.max_prompt,
+                                  ctx.max_completion)
         # The iteration is complete: file its traces and pairs, then make it visible.
         if traces:
             store.import_traces(traces, model=model_name, iteration=k)
@@ -532,13 +564,33 @@ def _sub(progress, phase: str, k: int):
 
 
 def _no_pairs_message(k: int, config: ReflectConfig, traces: list[Trace], stats: dict[str, Any]) -> str:
-    s = stats.get("recall_traces")
-    why = ""
-    if s:
-        why = (f" Of {s['questions']} questions, {s['all_right']} had every sampled trace right and "
-               f"{s['all_wrong']} every one wrong; pairs need a question with both.")
-    if config.pairs == "curated":
-        why = " The store holds no curated pairs for these stages (label traces good/bad in the store first)."
-    return (f"iteration {k}: no preference pairs were built from {len(traces)} sampled traces "
-            f"(--pairs {config.pairs}, --stage-type {config.stage_type}).{why} Try more questions (--limit), "
-            "more samples (--samples), or --pairs both with curated pairs; nothing was written for this iteration.")
+    """What happened, in the terms of how pairs are built (`tinythinker.pairs`): a recall pair needs a question with
+    a wrong sampled recall and a right one or, when every sample is wrong, a teacher recall; an analyze pair needs
+    an analysis sampled on a chosen recall that led to another listed option."""
+    head = (f"iteration {k}: no preference pairs were built from {len(traces)} sampled traces "
+            f"(--pairs {config.pairs}, --stage-type {config.stage_type}).")
+    why: list[str] = []
+    if config.pairs in ("auto", "both"):
+        s = stats.get("recall_traces")
+        if s:
+            why.append(
+                f"Of {s['questions']} questions, {s['all_right']} had every sampled trace right (no wrong recall "
+                f"to reject), {s['mixed']} some right and some wrong, and {s['all_wrong']} every one wrong, "
+                f"{s.get('all_wrong_with_teacher', 0)} of them with a teacher recall to take the chosen side.")
+            could = s["mixed"] + s.get("all_wrong_with_teacher", 0)
+            if stages.RECALL in DPO_STAGE_TYPES[config.stage_type] and could:
+                why.append(f"Those {could} questions still gave no recall pair: their chosen and rejected recalls "
+                           "were the same texts (or empty), which states no preference.")
+        if stages.ANALYZE in DPO_STAGE_TYPES[config.stage_type]:
+            a = stats.get("analyze_traces")
+            if not stats.get("chosen_recalls"):
+                why.append("Analyses are sampled on chosen recalls, and there were none.")
+            elif a:
+                why.append(f"Of the analyses sampled on {stats['chosen_recalls']} chosen recalls, {a['right']} traces "
+                           f"led to the answer, {a['other_option']} to another option and {a['invalid']} to no valid "
+                           "answer; an analyze pair needs one that led to another option, with a text that differs "
+                           "from the chosen side's.")
+    if config.pairs in ("curated", "both"):
+        why.append("The store holds no curated pairs for these stages (label traces good/bad in the store first).")
+    return (f"{head} {' '.join(why)} Try more questions (--limit), more samples (--samples), or --pairs both with "
+            "curated pairs; nothing was written for this iteration.").replace("  ", " ")

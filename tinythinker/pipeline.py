@@ -142,25 +142,22 @@ def _analyze(student, items, stage_type, sc, seed, restrict_answer):
         item.analyses[label] = text
 
 
-# Candidates scored per forward pass in "score" mode: bounds memory (a CSQA question has 15 candidates).
-SCORE_BATCH = 64
+# Questions whose Summarize inputs are encoded together in "score" mode (their candidates then expand the cache).
+SCORE_BATCH = 16
 
 
 def _score_choices(student: Student, inputs: list[str], choices: list[list[str]]) -> list[int]:
-    pairs = [(row, inp, c) for row, (inp, cs) in enumerate(zip(inputs, choices, strict=True)) for c in cs]
-    lengths = [len(ids) for ids in student.target_ids([c for _, _, c in pairs])]
-    scores: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(pairs), SCORE_BATCH):
-            chunk = pairs[start:start + SCORE_BATCH]
-            scores += student.sequence_logprobs([p[1] for p in chunk], [p[2] for p in chunk]).tolist()
-    means = [score / n for score, n in zip(scores, lengths, strict=True)]
-    picks, start = [], 0
-    for cs in choices:
-        row = means[start:start + len(cs)]
-        picks.append(max(range(len(cs)), key=row.__getitem__))
-        start += len(cs)
+    picks: list[int] = []
+    for start in range(0, len(inputs), SCORE_BATCH):
+        rows = student.score_candidates(inputs[start:start + SCORE_BATCH], choices[start:start + SCORE_BATCH])
+        picks += [max(range(len(r)), key=r.__getitem__) for r in rows]
     return picks
+
+
+def _answer_formats(student: Student) -> tuple[str, ...] | None:
+    # A student trained on one answer format is scored (or constrained) on it alone; a plain one on all of them.
+    fmt = getattr(student, "answer_format", None)
+    return (fmt,) if fmt else None
 
 
 def _summarize(student, items, stage_type, sc, seed, restrict_answer):
@@ -169,7 +166,7 @@ def _summarize(student, items, stage_type, sc, seed, restrict_answer):
     if mode == "free":
         outputs = _generate(student, inputs, sc, seed)
     else:
-        choices = [stages.answer_choices(i.question) for i in items]
+        choices = [stages.answer_choices(i.question, _answer_formats(student)) for i in items]
         if mode == "score":
             picks = _score_choices(student, inputs, choices)
         else:

@@ -106,3 +106,50 @@ def flips(counts: dict[str, int], name_a: str = "A", name_b: str = "B") -> go.Fi
                            text=[counts[k] for k in keys], textposition="outside"))
     fig.update_layout(title=title, yaxis_title="questions", **_LAYOUT)
     return fig
+
+
+def flip_rates_by_slice(rows: list[dict], slice_name: str | None = None, name_a: str = "A", name_b: str = "B",
+                        title: str | None = None) -> go.Figure:
+    """compare.slice_report rows: right->wrong and wrong->right rates per slice value, one group of bars each.
+
+    `slice_name` keeps one slice (concept, gold letter, ...); None draws every slice, its values prefixed by it."""
+    title = title or f"Flip rates by {slice_name or 'slice'}: {name_a} -> {name_b}"
+    rows = [r for r in rows if slice_name in (None, r["slice"])]
+    if not rows:
+        return _empty(title, "no questions in this slice")
+    labels = [r["value"] if slice_name else f"{r['slice']}: {r['value']}" for r in rows]
+    hover = [f"n={r['n']} · p={r['p_value']:.3g}" for r in rows]
+    fig = go.Figure()
+    for key, colour in (("right->wrong rate", "#e53935"), ("wrong->right rate", "#1e88e5")):
+        fig.add_trace(go.Bar(x=labels, y=[r[key] for r in rows], name=key.replace(" rate", ""), marker_color=colour,
+                             hovertext=hover, text=[f"{r[key]:.0%}" for r in rows], textposition="outside"))
+    top = max(max(r["right->wrong rate"], r["wrong->right rate"]) for r in rows)
+    fig.update_layout(title=title, barmode="group", yaxis_title="share of the slice's questions",
+                      yaxis_range=[0, min(1.0, top * 1.25 + 0.05)], **{**_LAYOUT, "height": 420})
+    return fig
+
+
+def agreement_by_stage(rows: list[dict], title: str = "Annotator agreement by stage") -> go.Figure:
+    """store.agreement.agreement_by_stage rows: kappa per stage (Cohen for two annotators, Fleiss for more)."""
+    rows = [r for r in rows if r.get("kappa") is not None]
+    if not rows:
+        return _empty(title, "no item labelled by two annotators yet")
+    fig = go.Figure(go.Bar(
+        x=[r["stage"] for r in rows], y=[r["kappa"] for r in rows], marker_color="#7e57c2",
+        text=[f"{r['kappa']:.2f} ({r['method']}, {r['items']} items)" for r in rows], textposition="outside"))
+    fig.update_layout(title=title, yaxis_title="kappa", yaxis_range=[min(-0.2, *(r["kappa"] for r in rows)), 1.1],
+                      **_LAYOUT)
+    return fig
+
+
+def pair_checks(rows: list[dict], title: str = "Pair checks") -> go.Figure:
+    """pair_checks table rows: each numeric check's value, green when it passes and red when it fails."""
+    rows = [r for r in rows if isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)]
+    if not rows:
+        return _empty(title, "no pairs checked")
+    fig = go.Figure(go.Bar(
+        y=[r["check"] for r in rows], x=[r["value"] for r in rows], orientation="h",
+        marker_color=["#4caf50" if r["ok"] else "#e53935" for r in rows],
+        text=[f"{r['value']:.3g} (want {r['threshold']})" for r in rows], textposition="auto"))
+    fig.update_layout(title=title, xaxis_title="value", **{**_LAYOUT, "height": 80 + 40 * len(rows)})
+    return fig

@@ -11,6 +11,9 @@ checkpointing, resumption (it skips already-seen batches) and distributed shardi
 Distributed: accelerate wraps a batch sampler in `BatchSamplerShard`, which hands process p the batches
 p, p + world, p + 2 world, ... So each optimizer step is emitted as `world_size x grad_accum` consecutive
 batches of the same stage: every process, and every micro-batch of the step, trains the same stage.
+
+Phase 2's schedule (`dpo_order`) is the paper's scripts/dpo.py rhythm over preference pairs: recall pairs, then
+analyze pairs, for a number of cycles. It takes the pairs' stage names, so that this module imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -144,3 +147,39 @@ class StageBatchSampler(torch.utils.data.Sampler):
             if index >= self.offsets[s]:
                 return s
         raise IndexError(index)
+
+
+def dpo_cycle_steps(n_recall: int, n_analyze: int, batch_size: int) -> tuple[int, int]:
+    """Steps per cycle on recall pairs and on analyze pairs, as scripts/dpo.py sets them:
+    `recall_interval = n_recall // batch + 1`, `analyze_interval = (n_analyze // n_recall + 1) * recall_interval`
+    (with pairs of one stage only, `n // batch + 1` steps of it)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if n_recall:
+        r_steps = n_recall // batch_size + 1
+        return r_steps, ((n_analyze // n_recall + 1) * r_steps if n_analyze else 0)
+    return 0, (n_analyze // batch_size + 1 if n_analyze else 0)
+
+
+def dpo_order(pair_stages: Sequence[str], batch_size: int, cycles: int, seed: int) -> tuple[list[int], int]:
+    """The DPO training order (indices into the pairs whose stage names are `pair_stages`, "recall" or
+    "analyze") and the steps per cycle: each cycle is `dpo_cycle_steps` of recall pairs then of analyze pairs, each
+    stage's pairs reshuffled whenever used up."""
+    rng = random.Random(seed)
+    recall = [i for i, s in enumerate(pair_stages) if s == "recall"]
+    analyze = [i for i, s in enumerate(pair_stages) if s == "analyze"]
+    r_steps, a_steps = dpo_cycle_steps(len(recall), len(analyze), batch_size)
+
+    def stream(items):
+        while True:
+            order = items[:]
+            rng.shuffle(order)
+            yield from order
+
+    streams = {"recall": stream(recall) if recall else None, "analyze": stream(analyze) if analyze else None}
+    order: list[int] = []
+    for _ in range(cycles):
+        for stage, steps in (("recall", r_steps), ("analyze", a_steps)):
+            for _ in range(steps * batch_size):
+                order.append(next(streams[stage]))
+    return order, r_steps + a_steps

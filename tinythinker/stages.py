@@ -12,6 +12,13 @@ Two recipe variants of the Summarize target keep the paper's answer regex valid 
 
 Stage types drop the stages they do not train: `summarize` (answer only), `recall_summarize`,
 `analyze_summarize`, `recall_analyze_summarize` (the full method).
+
+Joining stages: a recall or analysis that goes into a later stage's input ends with a full stop (`joined`), as the
+paper's trainer.py does to the generated texts at its staged evaluation (`if not text.endswith(('.', '"', "'")):
+text += '.'`). Two choices of ours: "!" and "?" also count as an ending (the paper would write "?."), and an empty
+text stays empty. It applies wherever a text is joined, teacher's or the student's own, so that phase 1 trains on
+inputs of the form the pipeline then writes (the paper's teacher texts already end in a full stop: its notebook adds
+one). `join="raw"` on the input renderers joins the texts as they are, this project's behaviour before.
 """
 
 from __future__ import annotations
@@ -57,6 +64,23 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
+# How a recall / analysis is joined into the next stage's input: "period" (the paper's; the default) or "raw".
+JOIN_MODES = ("period", "raw")
+DEFAULT_JOIN = "period"
+TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'")
+
+
+def joined(text: str, join: str = DEFAULT_JOIN) -> str:
+    """`text` as it goes into a later stage's input: whitespace collapsed and, with join "period", a full stop
+    added unless it already ends in terminal punctuation (TERMINAL_PUNCTUATION) or is empty."""
+    if join not in JOIN_MODES:
+        raise ValueError(f"unknown join mode {join!r}; choose one of {', '.join(JOIN_MODES)}")
+    text = _clean(text)
+    if join == "raw" or not text or text.endswith(TERMINAL_PUNCTUATION):
+        return text
+    return text + "."
+
+
 def options_line(options: list[Option]) -> str:
     return " ".join(f"({o.label}) {_clean(o.text)}" for o in options)
 
@@ -69,12 +93,12 @@ def recall_input(q: Question) -> str:
     return f"{question_block(q)}\nRecall:"
 
 
-def _context(q: Question, recall: str | None, stage_type: str) -> str:
+def _context(q: Question, recall: str | None, stage_type: str, join: str) -> str:
     block = question_block(q)
     if uses(stage_type, RECALL):
         if recall is None:
             raise ValueError(f"stage type {stage_type!r} needs a recall text for question {q.id!r}")
-        block += f"\nRecall: {_clean(recall)}"
+        block += f"\nRecall: {joined(recall, join)}"
     return block
 
 
@@ -83,23 +107,23 @@ def analyze_prefix(label: str) -> str:
 
 
 def analyze_input(q: Question, recall: str | None, label: str,
-                  stage_type: str = DEFAULT_STAGE_TYPE) -> str:
+                  stage_type: str = DEFAULT_STAGE_TYPE, join: str = DEFAULT_JOIN) -> str:
     if not uses(stage_type, ANALYZE):
         raise ValueError(f"stage type {stage_type!r} has no Analyze stage")
-    return f"{_context(q, recall, stage_type)}\nAnalyze: {analyze_prefix(label)}"
+    return f"{_context(q, recall, stage_type, join)}\nAnalyze: {analyze_prefix(label)}"
 
 
-def analyses_text(labels: list[str], analyses: dict[str, str]) -> str:
-    return " ".join(f"{analyze_prefix(lab)} {_clean(analyses.get(lab, ''))}".rstrip() for lab in labels)
+def analyses_text(labels: list[str], analyses: dict[str, str], join: str = DEFAULT_JOIN) -> str:
+    return " ".join(f"{analyze_prefix(lab)} {joined(analyses.get(lab, ''), join)}".rstrip() for lab in labels)
 
 
 def summarize_input(q: Question, recall: str | None = None, analyses: dict[str, str] | None = None,
-                    stage_type: str = DEFAULT_STAGE_TYPE) -> str:
-    text = _context(q, recall, stage_type)
+                    stage_type: str = DEFAULT_STAGE_TYPE, join: str = DEFAULT_JOIN) -> str:
+    text = _context(q, recall, stage_type, join)
     if uses(stage_type, ANALYZE):
         if analyses is None:
             raise ValueError(f"stage type {stage_type!r} needs analyses for question {q.id!r}")
-        text += f"\nAnalyze: {analyses_text(q.labels, analyses)}"
+        text += f"\nAnalyze: {analyses_text(q.labels, analyses, join)}"
     return f"{text}\nSummarize:"
 
 
@@ -139,9 +163,14 @@ def answer_mode(restrict_answer: bool | str) -> str:
     return restrict_answer
 
 
-def answer_choices(q: Question) -> list[str]:
-    """Every valid Summarize text for `q`, in every answer format: what restricted decoding may write."""
-    return [summarize_target(lab, q.option_text(lab), fmt) for fmt in ANSWER_FORMATS for lab in q.labels]
+def answer_choices(q: Question, formats: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """Every valid Summarize text for `q` in the given answer formats (default: all of them): what restricted
+    decoding may write. A student trained on one format is scored on that format alone."""
+    for fmt in formats or ():
+        if fmt not in ANSWER_FORMATS:
+            raise ValueError(f"unknown answer format {fmt!r}; choose one of {', '.join(ANSWER_FORMATS)}")
+    return [summarize_target(lab, q.option_text(lab), fmt) for fmt in (formats or ANSWER_FORMATS)
+            for lab in q.labels]
 
 
 def parse_answer(text: str, valid_labels: list[str] | None = None) -> str | None:

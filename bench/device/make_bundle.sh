@@ -1,8 +1,9 @@
 #!/bin/bash
-# Builds .devbundle/ (ignored by git) for the workplace's lent GPU machine, which has PyTorch and transformers but
-# no registry, no hub and a 64 MiB limit on what travels: the MiniLM weights as fp16 (45 MB), the CSQA + ECQA
-# files (3 MB gzipped), a rapidfuzz wheel for its Python 3.12, and go.sh. Then, through the device tool:
-#   BENCH_ARGS="--limit 100000 --eval-limit 1221 --max-steps 1400 --interval 50 --batch-size 64 \
+# Builds .devbundle/ (ignored by git) for a lent GPU machine that has PyTorch and transformers but no registry, no
+# hub and a 64 MiB limit on what travels: the MiniLM weights as fp16 (45 MB), the CSQA + ECQA files (3 MB gzipped)
+# from DATA_DIR (default: $TINYTHINKER_DATA_DIR, else ../shared/data), a rapidfuzz wheel for its Python 3.12, and
+# go.sh. Then, on that machine, from the repository root (go.sh documents its folders):
+#   OUT=results BENCH_ARGS="--limit 100000 --eval-limit 1221 --max-steps 1400 --interval 50 --batch-size 64 \
 #     --eval-batch-size 128" ./.devbundle/go.sh 390 r2-bert2bert-answer r2-bert2bert-full ...   (carry: .devbundle)
 # Anyone with a GPU and the normal install runs bench/phase1.py directly instead (add --parallel N).
 set -euo pipefail
@@ -27,7 +28,8 @@ from pathlib import Path
 def get_model_path():
     return Path(__file__).parent / "model"
 PY
-tar -C ../shared/data -czf .devbundle/data.tar.gz csqa ecqa
+DATA_DIR=${DATA_DIR:-${TINYTHINKER_DATA_DIR:-../shared/data}}
+tar -C "$DATA_DIR" -czf .devbundle/data.tar.gz csqa ecqa
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .devbundle/whl rapidfuzz==3.14.6
 cp bench/device/go.sh .devbundle/go.sh

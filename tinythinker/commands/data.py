@@ -27,6 +27,17 @@ DATA_DIR_HELP = (f"local data folder (see docs/DATA.md); default: ${ENV_DATA_DIR
                  "else the Hugging Face hub ('hub' forces the hub)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (`--limit -5` or `--limit 0` is a mistake, not an empty split)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, split_default: str) -> None:
     p.add_argument("--data", default="csqa", choices=BENCHMARKS + USER_FORMATS,
                    help="benchmark, or jsonl (your own questions) / paper (the paper's released folder) with --path")
@@ -51,7 +62,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(p, "validation")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N questions of the split")
     p.add_argument("--no-rationales", action="store_true", help="skip loading rationales")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_data)

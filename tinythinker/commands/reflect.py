@@ -7,7 +7,26 @@ import json
 import sys
 import time
 
+from tinythinker.commands.presets import PAPER, add_preset, resolve
 from tinythinker.phase2 import DPO_STAGE_TYPES, PAIR_MODES, ReflectConfig, reflect
+
+# `--preset paper`: the paper's phase-2 recipe (shengminp/TinyThinker, scripts/run_dpo.sh, dpo.py, utils/config.py),
+# whatever the CPU-friendly defaults are; flags given on the command line still win. The sampling settings that are
+# not flags are fixed in phase2.sample_recalls / sample_analyses: recall sampled with top_k 0 (off), the later
+# stages greedy.
+PRESETS: dict[str, dict] = {
+    PAPER: {
+        "iterations": 5,  # run_dpo.sh DPO_ITERS=(1 2 3 4 5)
+        "samples": 10,  # GENERATION_TIMES=10
+        "temperature": 0.7,  # utils/config.py recall_temperature (top_k 0)
+        "beta": 0.5,  # dpo.py --beta
+        "alpha": 0.5,  # dpo.py --rpo_alpha
+        "lr": 5e-6,  # LEARNING_RATE=0.000005
+        "batch_size": 32,  # TRAINING_PER_GPU_BATCH_SIZE=32
+        "cycles": 10,  # dpo.py max_steps = 10 schedule cycles
+        "lora_r": 0,  # full fine-tuning
+    },
+}
 
 
 def register(subparsers) -> None:
@@ -42,17 +61,29 @@ def register(subparsers) -> None:
     p.add_argument("--sample-batch-size", type=int, default=d.sample_batch_size)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lora-r", type=int, default=d.lora_r,
+                   help="LoRA rank for a student that has none yet (0: full fine-tuning, the paper); a phase-1 run "
+                        "trained with LoRA keeps its own adapter")
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha (None: 2 x rank)")
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lora-targets", default=d.lora_targets,
+                   help="comma-separated module names LoRA wraps (None: per student kind)")
     p.add_argument("--db", default=None, help="store database (default: env TINYTHINKER_DB or annotations/tinythinker.db)")
+    add_preset(p, PRESETS, "paper: the paper's phase-2 recipe (5 iterations, 10 samples, recall at temperature 0.7 "
+                           "with top-k off and greedy elsewhere, beta 0.5, rpo_alpha 0.5, lr 5e-6, batch 32, 10 "
+                           "cycles); flags given explicitly still win")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> ReflectConfig:
+    resolve(args, PRESETS)
     return ReflectConfig(
         from_run=args.from_run, run=args.run, iterations=args.iterations, samples=args.samples,
         stage_type=args.stage_type, pairs=args.pairs, limit=args.limit, eval_limit=args.eval_limit,
         beta=args.beta, alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, cycles=args.cycles,
         temperature=args.temperature, sample_batch_size=args.sample_batch_size,
-        eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db,
+        eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
     )
 
 

@@ -21,10 +21,12 @@ from typing import Any
 from tinythinker import stages
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, create: bool = True):
+    """The store at --db. Commands that only read or label pass create=False: a mistyped --db is then an error
+    instead of a new empty database."""
     from tinythinker.store import Store
 
-    return Store(args.db)
+    return Store(args.db, create=create)
 
 
 def _print_json(obj: Any) -> None:
@@ -55,16 +57,19 @@ def _show(stored, labels) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    skip = args.skip_duplicates or args.allow_duplicate
     with _store(args) as s:
         ids = s.import_file(args.path, model=args.model, iteration=args.iteration,
-                            allow_duplicate=args.allow_duplicate)
+                            on_duplicate="skip" if skip else "refuse")
     span = f" (ids {ids[0]}..{ids[-1]})" if ids else ""
-    print(f"imported {len(ids)} traces from {args.path} into {s.path}{span}")
+    dups = (f"; skipped {ids.duplicates} duplicates ({ids.duplicates_in_input} repeated in the file, "
+            f"{ids.duplicates_in_store} already in the store)" if ids.duplicates else "")
+    print(f"imported {len(ids)} traces from {args.path} into {s.path}{span}{dups}")
     return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         lab = s.label(args.trace_id, args.stage, args.verdict, text=args.text, note=args.note,
                       annotator=args.annotator, option=args.option)
     target = lab.stage + (f" {lab.option}" if lab.option else "")
@@ -73,7 +78,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         lab = s.undo_last(args.annotator)
     if lab is None:
         print(f"nothing to undo: {args.annotator} has no label in force", file=sys.stderr)
@@ -84,7 +89,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 
 def cmd_skip(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         s.skip(args.trace_id, args.annotator)
     print(f"skipped trace {args.trace_id} for {args.annotator}")
     return 0
@@ -92,7 +97,7 @@ def cmd_skip(args: argparse.Namespace) -> int:
 
 def cmd_next(args: argparse.Namespace) -> int:
     correct = None if args.correct is None else args.correct == "yes"
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         stored = s.next_unlabelled(model=args.model, iteration=args.iteration, correct=correct,
                                    disagree=tuple(args.disagree) if args.disagree else None,
                                    annotator=args.annotator, per_annotator=args.per_annotator,
@@ -109,7 +114,7 @@ def cmd_next(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         stored = s.get_trace(args.trace_id)
         labels = s.labels(args.trace_id, include_undone=True)
     if args.json:
@@ -120,13 +125,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         st = s.stats()
     if args.json:
         _print_json(st)
         return 0
     print(f"{st['db']} (schema v{st['schema_version']}): {st['traces']} traces of {st['questions']} questions, "
           f"{st['models']} models")
+    if st.get("legacy_duplicates"):
+        print(f"  {st['legacy_duplicates']} of them repeat another trace: stored before the store made traces unique "
+              "(schema 0004), kept with their labels")
     head = ("model", "iter", "traces", "right", "wrong", "unknown", "labelled", "unlabelled")
     rows = [(r["model"], r["iteration"], r["traces"], r["correct"], r["wrong"], r["unknown"], r["labelled"],
              r["unlabelled"]) for r in st["by_model_iteration"]]
@@ -146,7 +154,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with _store(args) as s:
+    with _store(args, create=False) as s:
         m = s.export(args.out, fmt=args.format, pairs=args.pairs, overwrite=args.overwrite)
     print(f"exported {m['pairs']} {args.pairs} pairs and {m['traces']} labelled traces ({m['labels']} labels) "
           f"to {args.out} as {args.format}")
@@ -178,8 +186,11 @@ def register(subparsers) -> None:
     sp.add_argument("--model", help="model name to file them under (default: each trace's 'model' field)")
     sp.add_argument("--iteration", type=int, default=None,
                     help="self-reflection iteration (default: the export's, else 0)")
-    sp.add_argument("--allow-duplicate", action="store_true",
-                    help="import a file again that was already imported with the same model and iteration")
+    sp.add_argument("--skip-duplicates", action="store_true",
+                    help="import the new traces and skip (and count) those already stored or repeated in the file; "
+                         "by default any duplicate refuses the whole file. A trace is the same trace when model, "
+                         "iteration, question, stage texts and sampling agree")
+    sp.add_argument("--allow-duplicate", action="store_true", help=argparse.SUPPRESS)  # the old name
 
     sp = add("label", cmd_label, "label one stage of a trace (one transaction)")
     sp.add_argument("trace_id", type=int)

@@ -6,9 +6,27 @@ import argparse
 import json
 import sys
 
+from tinythinker.commands.presets import PAPER, add_preset, resolve
 from tinythinker.teacher.prompt import DEFAULT_SHOTS, build_messages, load_prompts
 from tinythinker.teacher.run import DEFAULT_SAMPLES, TeacherConfig, format_summary, run_teacher
 from tinythinker.teacher.select import DISAGREEMENT_POLICIES
+
+# `--preset paper`: the paper's notebook (datasets/Prompt Engineering.ipynb), whatever the defaults are; flags given on
+# the command line still win. None means the benchmark's paper value: samples 8 / 4 / 4 (csqa / obqa / strategyqa,
+# teacher.run.DEFAULT_SAMPLES), all of them kept, shots 8 / 7 / 8 (teacher.prompt.DEFAULT_SHOTS). The notebook's
+# diversity rule (a recall is distinct when its Levenshtein distance to every other exceeds 10) is not a flag:
+# teacher.select.DIVERSITY_THRESHOLD.
+PRESETS: dict[str, dict] = {
+    PAPER: {
+        "model": "gpt-4o-2024-05-13",
+        "samples": None,
+        "keep": None,
+        "shots": None,
+        "temperature": 0.8,
+        "rounds": 3,
+        "on_disagreement": "follow-teacher",
+    },
+}
 
 
 def register(subparsers) -> None:
@@ -60,10 +78,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the first question's messages and ask nothing")
+    add_preset(p, PRESETS, "paper: the paper's notebook (gpt-4o-2024-05-13, samples 8 / 4 / 4 per benchmark, all "
+                           "kept, temperature 0.8, its shots, 3 rounds, follow the teacher's verdict); flags given "
+                           "explicitly still win")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TeacherConfig:
+    resolve(args, PRESETS)
     return TeacherConfig(
         model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
         benchmark=args.data, samples=args.samples, keep=args.keep, shots=args.shots,

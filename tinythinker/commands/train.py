@@ -5,9 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 
+from transformers.trainer_utils import SchedulerType
+
+from tinythinker.commands.presets import PAPER, add_preset, resolve
 from tinythinker.phase1 import ANSWER_FORMATS, Phase1Config, train_phase1
 from tinythinker.schedule import ORDERS
 from tinythinker.stages import DEFAULT_STAGE_TYPE, STAGE_TYPES
+
+# `--preset paper`: the paper's phase-1 recipe (shengminp/TinyThinker, scripts/run_finetune.sh, finetune.py and
+# utils/config.py), whatever the CPU-friendly defaults are; flags given on the command line still win.
+PRESETS: dict[str, dict] = {
+    PAPER: {
+        "lr": 5e-4,  # run_finetune.sh --learning_rate 0.0005
+        "batch_size": 64,  # --per_gpu_batch_size 64
+        "epochs": 10.0,  # --num_train_epochs 10
+        "max_steps": None,  # epochs decide
+        "interval": 100,  # --interval 100
+        "lr_scheduler": "cosine",  # finetune.py
+        "warmup_ratio": 0.1,
+        "warmup_steps": 0,  # a warm-up in steps would win over the ratio
+        # utils/config.py max_length = 200: the generation budget of every stage at evaluation (its targets are
+        # tokenised without a limit, so --max-target-length is not part of the recipe).
+        "eval_max_new_tokens": 200,
+        "answer_format": "letter",  # `So the answer is option X.`
+        "restrict_answer": False,  # free decoding, read by the answer regex
+        "order": "interval",
+        "lora_r": 0,  # full fine-tuning
+        "cross_attention_lr_scale": 1.0,
+    },
+}
 
 
 def register(subparsers) -> None:
@@ -43,7 +69,18 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=d.lr,
                    help="the paper's 5e-4 is for T5 / bert2bert (use 1e-4 with the r2 recipe); fine-tune a pretrained "
                         "causal LM such as smollm2-135m at about 5e-5")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--lr-scheduler", default=d.lr_scheduler, choices=[t.value for t in SchedulerType],
+                   help="learning-rate schedule (the Trainer's names); the paper's finetune.py uses cosine")
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio,
+                   help="warm-up as a fraction of the optimizer steps (the paper: 0.1)")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="warm-up in optimizer steps; when > 0 it wins over --warmup-ratio")
+    p.add_argument("--lora-r", type=int, default=d.lora_r,
+                   help="LoRA rank through peft (0: full fine-tuning, the paper)")
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha (None: 2 x rank)")
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lora-targets", default=d.lora_targets,
+                   help="comma-separated module names LoRA wraps (None: per student kind)")
     p.add_argument("--cross-attention-lr-scale", type=float, default=d.cross_attention_lr_scale,
                    help="bert2bert: learning rate multiplier for the new (randomly initialised) cross-attention")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -60,17 +97,30 @@ def register(subparsers) -> None:
                    help="cap each stage's generation at evaluation; None: the pipeline's per-stage budgets")
     p.add_argument("--max-source-length", type=int, default=d.max_source_length)
     p.add_argument("--max-target-length", type=int, default=d.max_target_length)
+    p.add_argument("--eval-steps", type=int, default=d.eval_steps,
+                   help="evaluate (and save) every N optimizer steps (default: once per schedule cycle, the paper's "
+                        "cadence); on CPU, pair it with --eval-limit")
+    p.add_argument("--full-width-loss", action="store_true",
+                   help="compute the training loss from the model's full-width logits instead of at target "
+                        "positions only (the same loss, slower; for checking)")
     p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
+    add_preset(p, PRESETS, "paper: the paper's phase-1 recipe (lr 5e-4, batch 64, 10 epochs, interval 100, cosine "
+                           "with 10%% warm-up, max length 200, the letter target, free decoding); flags given "
+                           "explicitly still win")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> Phase1Config:
+    resolve(args, PRESETS)
     return Phase1Config(
         data=args.data, data_dir=args.data_dir, path=args.path, source=args.source, student=args.student,
         stage_type=args.stage_type, run=args.run, interval=args.interval, epochs=args.epochs,
         max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        warmup_steps=args.warmup_steps, cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed,
+        lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
+        target_only_loss=not args.full_width_loss, eval_steps=args.eval_steps,
+        cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed,
         answer_format=args.answer_format, order=args.order,
         restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,
         max_source_length=args.max_source_length,

@@ -16,7 +16,7 @@ from typing import Any
 from tinythinker.data import hub
 from tinythinker.data.errors import DataError, MissingDataError
 from tinythinker.data.questions import parse_arc, parse_strategyqa, parse_user, unique_ids
-from tinythinker.data.records import Loc, read_json_array, read_jsonl, read_records
+from tinythinker.data.records import Loc, describe_path, need_file, read_json_array, read_jsonl, read_records
 from tinythinker.data.splits import (
     CSQA_VALIDATION_SIZE,
     STRATEGYQA_VALIDATION_FRACTION,
@@ -52,6 +52,8 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
     path = Path(chosen).expanduser()
     if not path.is_dir():
         how = "the data_dir argument" if data_dir is not None else f"${ENV_DATA_DIR}"
+        if path.exists():
+            raise DataError(f"data directory {path} (from {how}) is {describe_path(path)}, not a folder")
         raise MissingDataError(f"data directory {path} (from {how}) does not exist")
     return path
 
@@ -65,6 +67,8 @@ def load_questions(name: str, split: str = "train", data_dir: str | Path | None 
                    limit: int | None = None, path: str | Path | None = None) -> list[Question]:
     """The questions of one split, in a fixed order. `name` is a benchmark, or "jsonl"/"paper" with `path`."""
     _check_split(split)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a whole number >= 0 (or None for all), got {limit!r}")
     if name in USER_FORMATS:
         if path is None:
             raise ValueError(f"--data {name} needs a path (path=... / --path)")
@@ -79,7 +83,7 @@ def load_questions(name: str, split: str = "train", data_dir: str | Path | None 
     else:
         raise ValueError(f"unknown data {name!r}; choose one of {', '.join(BENCHMARKS + USER_FORMATS)}")
     if limit is not None:
-        questions = questions[: max(0, limit)]
+        questions = questions[:limit]
     return questions
 
 
@@ -105,6 +109,9 @@ def local_file(name: str, part: str, root: Path) -> Path:
     for rel in candidates:
         if (root / rel).is_file():
             return root / rel
+    for rel in candidates:
+        if (root / rel).exists():
+            need_file(root / rel, f"{name} {part} file ")  # there, but a folder or a device: say so
     names = " or ".join(str(root / rel) for rel in candidates)
     what = "test split" if part == "test" else f"{part} part"
     raise MissingDataError(f"{name} {what} needs {names}, which does not exist"
@@ -121,15 +128,21 @@ def read_part(name: str, part: str, root: Path | None) -> list[Question]:
         items = ((Loc(label, record=i), row) for i, row in enumerate(rows, start=1))
     else:
         file = local_file(name, part, root)
+        label = str(file)
         items = read_json_array(file) if file.suffix == ".json" else read_jsonl(file)
-    return unique_ids(((loc, parse(loc, obj, name)) for loc, obj in items), id_field)
+    questions = unique_ids(((loc, parse(loc, obj, name)) for loc, obj in items), id_field)
+    if not questions:
+        raise DataError("holds no questions (the file is empty or blank lines only)", file=label)
+    return questions
 
 
 def read_user_file(path: Path) -> list[Question]:
-    if not path.is_file():
-        raise MissingDataError(f"{path} does not exist")
+    need_file(path)
     source = f"jsonl:{path.name}"
-    return unique_ids((loc, parse_user(loc, obj, source)) for loc, obj in read_records(path))
+    questions = unique_ids((loc, parse_user(loc, obj, source)) for loc, obj in read_records(path))
+    if not questions:
+        raise DataError("holds no questions (the file is empty, blank lines only, or an empty array)", file=path)
+    return questions
 
 
 def _user_split(path: Path, split: str, seed: int) -> list[Question]:
@@ -138,15 +151,13 @@ def _user_split(path: Path, split: str, seed: int) -> list[Question]:
     if path.is_file():
         return read_user_file(path)
     if not path.is_dir():
+        if path.exists():
+            raise DataError(f"{path} is {describe_path(path)}, not a JSONL file or a folder of them")
         raise MissingDataError(f"{path} does not exist")
     own = path / f"{split}.jsonl"
-    if split == "test" or (path / "validation.jsonl").is_file():
-        if not own.is_file():
-            raise MissingDataError(f"{own} does not exist")
+    if split == "test" or (path / "validation.jsonl").exists():
         return read_user_file(own)
     pool_file = path / "train.jsonl"
-    if not pool_file.is_file():
-        raise MissingDataError(f"{pool_file} does not exist")
     pool = read_user_file(pool_file)
     if len(pool) < 2:
         raise DataError("needs at least 2 questions to hold some out for validation", file=pool_file)

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinythinker import stages
-from tinythinker.data.errors import MissingDataError
+from tinythinker.data.errors import DataError, MissingDataError
 from tinythinker.data.questions import make_question, unique_ids
-from tinythinker.data.records import Loc, get, read_records
+from tinythinker.data.records import Loc, describe_path, get, need_file, read_records
 from tinythinker.types import Question, Rationale
 
 TRAIN_FILES = ("summarize.json", "recall.json", "analyze.json")
@@ -41,7 +41,9 @@ def key_of(q: Question) -> str:
 
 def _parsed(folder: Path, name: str) -> Iterator[tuple[Loc, dict, stages.ParsedInput]]:
     path = folder / name
+    n = 0
     for loc, rec in read_records(path):
+        n += 1
         text = get(rec, "input", loc)
         try:
             parsed = stages.parse_input(text)
@@ -50,6 +52,16 @@ def _parsed(folder: Path, name: str) -> Iterator[tuple[Loc, dict, stages.ParsedI
         if name in TARGET_FIELD and name != "summarize.json":
             get(rec, TARGET_FIELD[name], loc)  # a training record without its target is unusable
         yield loc, rec, parsed
+    if n == 0:
+        raise DataError("holds no records (the file is empty, blank lines only, or an empty array)", file=path)
+
+
+def _folder(folder: Path, what: str) -> None:
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise DataError(f"{what} {folder} is {describe_path(folder)}, not a folder")
+    raise MissingDataError(f"{what} {folder} does not exist")
 
 
 def _question(loc: Loc, rec: dict, p: stages.ParsedInput) -> Question:
@@ -61,11 +73,12 @@ def _question(loc: Loc, rec: dict, p: stages.ParsedInput) -> Question:
 
 def paper_questions(folder: Path, split: str) -> list[Question]:
     """train: the questions of the training files; validation / test: valid.json / test.json."""
-    if not folder.is_dir():
-        raise MissingDataError(f"{folder} is not a folder in the paper's format (recall.json, analyze.json, ...)")
+    _folder(folder, "paper-format folder (recall.json, analyze.json, ...)")
     if split in SPLIT_FILES:
         path = folder / SPLIT_FILES[split]
         if not path.is_file():
+            if path.exists():
+                need_file(path)  # a folder or a device where the file should be: say what it is
             raise MissingDataError(f"paper-format {split} split needs {path}, which does not exist")
         # Analyze-only ablations repeat a question once per option: keep its first record.
         seen: dict[str, tuple[Loc, Question]] = {}
@@ -73,7 +86,7 @@ def paper_questions(folder: Path, split: str) -> list[Question]:
             q = _question(loc, rec, p)
             seen.setdefault(q.id, (loc, q))
         return unique_ids(seen.values())
-    names = [n for n in TRAIN_FILES if (folder / n).is_file()]
+    names = [n for n in TRAIN_FILES if (folder / n).exists()]  # one that is not a regular file is refused
     if not names:
         raise MissingDataError(f"{folder} holds none of {', '.join(TRAIN_FILES)}")
     seen = {}
@@ -91,9 +104,8 @@ def paper_rationales(folder: Path) -> dict[str, list[Rationale]]:
     A summarize input holds one whole rationale (recall and every option's analysis); analyze records are
     grouped by (question, recall) into one rationale; recall records add recall-only rationales for recalls
     not already part of a fuller one. GT is kept in meta so a join can check it against the question."""
-    if not folder.is_dir():
-        raise MissingDataError(f"rationale folder {folder} does not exist")
-    names = [n for n in TRAIN_FILES if (folder / n).is_file()]
+    _folder(folder, "rationale folder")
+    names = [n for n in TRAIN_FILES if (folder / n).exists()]  # one that is not a regular file is refused
     if not names:
         raise MissingDataError(f"{folder} holds none of {', '.join(TRAIN_FILES)}")
     found: dict[str, dict[tuple, Rationale]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +13,10 @@ from tinythinker.types import Option, Question
 LABELS = string.ascii_uppercase
 # StrategyQA is yes/no; the paper renders it as a two-option question so all benchmarks share one format.
 YES_NO = (Option("A", "yes"), Option("B", "no"))
+# What stages.parse_input reads as the start of an option ("(B) ") or an analysis ("For option B,"): inside an
+# option's text or an analysis it would read back as one more option or analysis than the question has.
+_OPTION_MARK = re.compile(r"\(([A-Z])\)(?= |$)")
+_ANALYSIS_MARK = re.compile(r"For option [A-Z],")
 
 
 def make_question(loc: Loc, qid: str, stem: str, options: list[Option], answer: str | None, source: str,
@@ -97,13 +102,21 @@ def parse_user(loc: Loc, obj: dict[str, Any], source: str) -> Question:
             if not isinstance(text, str):
                 raise loc.error(f"option {label!r} is not a string", field="options")
             options.append(Option(str(label).strip(), text))
+    for o in options:
+        mark = _OPTION_MARK.search(" ".join(o.text.split()))
+        if mark:
+            raise loc.error(f"option {o.label}'s text contains {mark.group()!r}, which the stage prompt would read "
+                            f"back as the start of another option {mark.group(1)}; reword it (e.g. 'option "
+                            f"{mark.group(1)}')", field="options")
     if "answer" not in obj:
         raise loc.error("missing (use null for an unlabelled question)", field="answer")
     answer = obj["answer"]
     if answer is not None:
         if not isinstance(answer, str):
             raise loc.error(f"expected a label or an option's text, got {type(answer).__name__}", field="answer")
-        answer = _answer_label(answer, options)
+        answer = _answer_label(answer, options, loc)
+    if obj.get("meta") is not None and not isinstance(obj["meta"], dict):
+        raise loc.error(f"expected an object (or null), got {type(obj['meta']).__name__}", field="meta")
     meta: dict[str, Any] = dict(obj.get("meta") or {})
     if "recall" in obj:
         if obj["recall"] is not None and not isinstance(obj["recall"], str):
@@ -114,13 +127,16 @@ def parse_user(loc: Loc, obj: dict[str, Any], source: str) -> Question:
     return make_question(loc, qid, stem, options, answer, source, meta)
 
 
-def _answer_label(answer: str, options: list[Option]) -> str:
+def _answer_label(answer: str, options: list[Option], loc: Loc) -> str:
     a = answer.strip()
     if a in {o.label for o in options}:
         return a
     # An answer may also be given as the option's text; unknown text is left as-is so the label check names it.
     by_text = [o.label for o in options if o.text.strip().lower() == a.lower()]
-    return by_text[0] if len(by_text) == 1 else a
+    if len(by_text) > 1:
+        raise loc.error(f"answer {answer!r} matches the text of options {', '.join(by_text)}; give the letter of "
+                        "the right one", field="answer")
+    return by_text[0] if by_text else a
 
 
 def _analyses(raw: Any, options: list[Option], loc: Loc) -> dict[str, str]:
@@ -141,6 +157,10 @@ def _analyses(raw: Any, options: list[Option], loc: Loc) -> dict[str, str]:
             continue
         if not isinstance(text, str):
             raise loc.error(f"analysis for {label!r} is not a string", field="analyses")
+        mark = _ANALYSIS_MARK.search(" ".join(text.split()))
+        if mark:
+            raise loc.error(f"analysis for {label!r} contains {mark.group()!r}, which the Summarize prompt would "
+                            "read back as the start of another analysis; reword it", field="analyses")
         out[label] = text
     return out
 

@@ -20,7 +20,7 @@ from tinythinker.data.benchmarks import BENCHMARKS, USER_FORMATS, load_questions
 from tinythinker.data.ecqa import ECQA_FILE, ecqa_rationales
 from tinythinker.data.errors import DataError, MissingDataError
 from tinythinker.data.paper import key_of, paper_rationales
-from tinythinker.data.records import get, read_jsonl
+from tinythinker.data.records import get, need_file, read_jsonl
 from tinythinker.types import Question, Rationale
 
 SOURCES: dict[str, tuple[str, ...]] = {
@@ -125,6 +125,8 @@ def _local_root(name: str, source: str, data_dir: str | Path | None) -> Path:
 
 def _need(path: Path, source: str) -> Path:
     if not path.is_file():
+        if path.exists():
+            need_file(path, f"the {source} rationale file ")  # a folder or a device: say what it is
         raise MissingDataError(f"the {source} rationales need {path}, which does not exist")
     return path
 

@@ -26,14 +26,18 @@ from typing import Any
 import sqlite_utils
 
 from tinythinker import stages
+from tinythinker.store import agreement as agreement_mod
 from tinythinker.store import pairs as pairs_mod
+from tinythinker.store.identity import trace_key
 from tinythinker.store.schema import migrate
 from tinythinker.store.validate import (
+    MAX_INT,
     MAX_NAME_CHARS,
     StoreError,
     check_iteration,
     check_name,
     check_question,
+    check_sample_index,
     check_stage,
     check_text,
     check_trace,
@@ -101,6 +105,55 @@ class ImportRecord:
     model: str | None = None
     iteration: int | None = None
     labels: list[dict[str, Any]] | None = None
+
+
+# What an import does with a trace the store already holds, or one that repeats an earlier trace of the same
+# input (see identity.py): "refuse" the whole import (nothing written), or "skip" it and count it.
+ON_DUPLICATE = ("refuse", "skip")
+
+
+class ImportResult(list):
+    """The new trace ids in input order (a list, as before), with the duplicates an import skipped counted."""
+
+    def __init__(self, ids: Iterable[int] = (), duplicates_in_input: int = 0, duplicates_in_store: int = 0):
+        super().__init__(ids)
+        self.duplicates_in_input = duplicates_in_input
+        self.duplicates_in_store = duplicates_in_store
+
+    @property
+    def duplicates(self) -> int:
+        return self.duplicates_in_input + self.duplicates_in_store
+
+
+def _label_sig(labels: list[Any] | None, where: str) -> set[str]:
+    """Labels as comparable strings, to tell whether a skipped duplicate carries labels its kept copy lacks."""
+    out = set()
+    for i, d in enumerate(labels or []):
+        if isinstance(d, Label):
+            d = d.to_dict()
+        if not isinstance(d, dict):
+            raise StoreError(f"{where}: label #{i}: not an object")
+        out.add(json.dumps([d.get("stage"), d.get("option"), d.get("verdict"), d.get("text") or None,
+                            d.get("note") or None, str(d.get("annotator") or "").strip(), d.get("created_at"),
+                            bool(d.get("undone"))], sort_keys=True, default=str))
+    return out
+
+
+def _duplicates_message(source: str | None, total: int, repeats: list[tuple[str, str]],
+                        stored_dups: list[tuple[str, int]]) -> str:
+    n = len(repeats) + len(stored_dups)
+    parts = []
+    if repeats:
+        parts.append(f"{len(repeats):,} repeat an earlier trace of the input (first: {repeats[0][0]} repeats "
+                     f"{repeats[0][1]})")
+    if stored_dups:
+        parts.append(f"{len(stored_dups):,} are already in the store (first: {stored_dups[0][0]} is trace "
+                     f"{stored_dups[0][1]})")
+    rest = (f"--skip-duplicates (on_duplicate='skip') imports the {total - n:,} others" if total > n
+            else "there is nothing new in it")
+    return (f"{source or 'the input'}: {n:,} of its {total:,} traces are duplicates: {'; '.join(parts)}. A trace is "
+            f"the same trace when model, iteration, question, stage texts and sampling agree. Nothing was "
+            f"imported; {rest}")
 
 
 @dataclass
@@ -191,22 +244,78 @@ def _open_schema(db: sqlite_utils.Database, path: str, busy_timeout: float) -> i
             time.sleep(0.05)
 
 
-class Store:
-    """One SQLite file. Open one Store per process (or thread); they coordinate through SQLite's locks."""
+def _check_db_path(path: Path, create: bool) -> None:
+    """Refuse, in words, a database path SQLite could not use, before SQLite tries (and creates files)."""
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a folder; give a file such as {path / 'tt.db'}")
+    if path.exists():
+        if not path.is_file():
+            from tinythinker.data.records import describe_path
 
-    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout: float = 60.0):
+            raise StoreError(f"database path {path} is {describe_path(path)}, not a regular file")
+        return
+    if not create:
+        raise StoreError(f"no database at {path}: check --db (or $TINYTHINKER_DB); only `store import` and "
+                         "`store import-pairs` create a new one")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StoreError(f"cannot create database {path}: {parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the folder {path.parent} for database {path}: {e.strerror or e}") from None
+
+
+def _sqlite_error(path: Path, e: sqlite3.Error) -> StoreError:
+    """An error SQLite gave on opening or writing `path`, said with its likely cause."""
+    msg = str(e)
+    folder = path.parent
+    if "readonly" in msg or "read-only" in msg:
+        if path.exists() and not os.access(path, os.W_OK):
+            why = "the file is read-only"
+        elif not os.access(folder, os.W_OK):
+            why = f"its folder {folder} is read-only (SQLite writes {path.name}-wal and -shm beside it)"
+        else:
+            why = msg
+        return StoreError(f"database {path} is read-only: {why}; the store writes even to read (its WAL journal "
+                          "and schema check), so make it writable or work on a copy")
+    if "unable to open" in msg:
+        if path.exists() and not os.access(path, os.R_OK):
+            why = "no permission to read it"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            why = f"its folder {folder} is not writable (SQLite creates the database and its -wal and -shm files there)"
+        else:
+            why = msg
+        return StoreError(f"cannot open database {path}: {why}")
+    if "locked" in msg or "busy" in msg:
+        return StoreError(f"database {path} stayed locked by another writer ({msg})")
+    if isinstance(e, sqlite3.OperationalError) and "not a database" not in msg:
+        return StoreError(f"database {path}: {msg}")
+    return StoreError(f"{path} is not a usable SQLite database ({msg})")
+
+
+class Store:
+    """One SQLite file. Open one Store per process (or thread); they coordinate through SQLite's locks.
+
+    `create=False` (the CLI's commands that only read or label) refuses a path where no database is, instead of
+    creating an empty one there: a mistyped --db is an error, not a new file."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout: float = 60.0, create: bool = True):
         self.path = resolve_db_path(path)
-        if self.path.is_dir():
-            raise StoreError(f"database path {self.path} is a folder; give a file such as {self.path / 'tt.db'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(self.path)
+        _check_db_path(self.path, create)
+        try:
+            self.db = sqlite_utils.Database(self.path)
+        except sqlite3.Error as e:
+            raise _sqlite_error(self.path, e) from e
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self.db.execute("PRAGMA foreign_keys = ON")
             self.schema_version = _open_schema(self.db, str(self.path), busy_timeout)
         except sqlite3.DatabaseError as e:
             self.db.close()
-            raise StoreError(f"{self.path} is not a usable SQLite database ({e})") from e
+            raise _sqlite_error(self.path, e) from e
         except BaseException:
             self.db.close()
             raise
@@ -225,12 +334,14 @@ class Store:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            raise StoreError(f"database {self.path} stayed locked by another writer ({e})") from None
+            raise _sqlite_error(self.path, e) from None
         try:
             yield
             self.db.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             self.db.rollback()
+            if isinstance(e, sqlite3.OperationalError):  # read-only, disk full, I/O error: none of it was kept
+                raise _sqlite_error(self.path, e) from e
             raise
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
@@ -260,46 +371,46 @@ class Store:
     # ---- import ------------------------------------------------------------------------------------------------
 
     def import_traces(self, traces: Iterable[Trace], model: str | None = None, iteration: int | None = 0,
-                      source: str | None = None) -> list[int]:
+                      source: str | None = None, on_duplicate: str = "skip") -> ImportResult:
         """File traces under `model` (else each trace's own `model` field) and `iteration`, in one transaction:
-        all of them or, on any error, none. Returns the new trace ids in input order."""
+        all of them or, on any error, none. Returns the new trace ids in input order. A trace the store already
+        holds (identity.py) is skipped and counted (`result.duplicates`) by default, so that filing the same
+        traces again (a resumed phase 2 iteration) adds nothing; on_duplicate="refuse" refuses them."""
         records = (ImportRecord(f"trace #{i}", t) for i, t in enumerate(traces))
-        return self.import_records(records, model=model, iteration=iteration, source=source)
+        return self.import_records(records, model=model, iteration=iteration, source=source,
+                                   on_duplicate=on_duplicate)
 
     def import_file(self, path: str | os.PathLike, model: str | None = None, iteration: int | None = None,
-                    allow_duplicate: bool = False) -> list[int]:
+                    allow_duplicate: bool = False, on_duplicate: str = "refuse") -> ImportResult:
         """A JSONL file of Trace dicts (what `evaluate --out` writes), or a store export (JSONL or datasets
-        folder, its labels included). Errors name the file and line; nothing is written unless all is good."""
-        from tinythinker.store.files import file_sha256, read_trace_records
+        folder, its labels included). Errors name the file and line; nothing is written unless all is good.
+        Duplicates (traces already stored, or repeated in the file; identity.py) refuse the whole file by default,
+        saying how many; on_duplicate="skip" (`--skip-duplicates`; `allow_duplicate`, its old name) imports the
+        others and counts the skipped ones on the result."""
+        from tinythinker.store.files import file_sha256, read_trace_records, trace_source
 
         path = Path(path)
-        sha = file_sha256(path)
-
-        def refuse_duplicate() -> None:
-            prior = self._one(
-                """SELECT i.id, i.created_at, i.source FROM imports i LEFT JOIN models m ON m.id = i.model_id
-                   WHERE i.sha256 = ? AND m.name IS ? AND i.iteration IS ? ORDER BY i.id LIMIT 1""",
-                [sha, model, iteration],
-            )
-            if prior:
-                raise StoreError(
-                    f"{path} was already imported (import #{prior['id']} of {prior['source']} at "
-                    f"{prior['created_at']}) with the same model and iteration; pass --allow-duplicate to add "
-                    f"it again"
-                )
-
-        return self.import_records(read_trace_records(path), model=model, iteration=iteration, source=str(path),
-                                   sha256=sha, empty_ok=False, before=None if allow_duplicate else refuse_duplicate)
+        src = trace_source(path)  # what will be read, checked to be a file or folder before anything reads it
+        sha = file_sha256(src)
+        return self.import_records(read_trace_records(src), model=model, iteration=iteration, source=str(path),
+                                   sha256=sha, empty_ok=False, on_duplicate="skip" if allow_duplicate else on_duplicate)
 
     def import_records(self, records: Iterable[ImportRecord], model: str | None = None,
                        iteration: int | None = 0, source: str | None = None,
                        sha256: str | None = None, empty_ok: bool = True,
-                       before: Callable[[], None] | None = None) -> list[int]:
+                       before: Callable[[], None] | None = None, on_duplicate: str = "skip") -> ImportResult:
+        if on_duplicate not in ON_DUPLICATE:
+            raise StoreError(f"unknown on_duplicate {on_duplicate!r}; choose one of {', '.join(ON_DUPLICATE)}")
         if model is not None:
             model = check_name(model, "model")
         if iteration is not None:
             check_iteration(iteration)
         ids: list[int] = []
+        # identity -> (where it first came, the labels it carried, its id if it is a stored trace)
+        keys: dict[str, tuple[str, set[str] | None, int | None]] = {}
+        repeats: list[tuple[str, str]] = []  # (where, where the same trace came first in this input)
+        stored_dups: list[tuple[str, int]] = []  # (where, the id of the stored trace it repeats)
+        total = 0
         models: dict[str, int] = {}
         questions: dict[str, tuple] = {}
         seen_questions: dict[str, tuple] = {}
@@ -316,6 +427,7 @@ class Store:
             batch_q: list[tuple[str, Question, str]] = []
             carried: list[tuple[int, ImportRecord]] = []
             for rec in records:
+                total += 1
                 t = rec.trace
                 where = rec.where
                 options_json = self._checked_question(t.question, where, seen_questions)
@@ -324,18 +436,27 @@ class Store:
                 if not name:
                     raise StoreError(f"{rec.where}: no model name; pass --model (or model=) or set the trace's "
                                      f"'model' field")
+                name = check_name(name, "model", rec.where)
                 it = iteration if iteration is not None else (rec.iteration if rec.iteration is not None else 0)
                 check_iteration(it, rec.where)
-                sample_index = t.sampling.get("sample_index") if isinstance(t.sampling, dict) else None
+                sample_index = check_sample_index(t.sampling, where)
+                analyses_json = to_json(t.analyses, "analyses", where)
+                sampling_json = to_json(t.sampling, "sampling", where)
+                key = trace_key(name, it, t.question.id, t.stage_type, t.recall, t.analyses, t.summary, t.predicted,
+                                t.sampling)
+                if self._is_duplicate(key, rec, keys, repeats, stored_dups, on_duplicate):
+                    # Not stored again, but its question is still checked against the stored one.
+                    batch_q.append((where, t.question, options_json))
+                    if len(batch_q) >= BATCH:
+                        self._flush(batch, batch_q, questions)
+                    continue
                 batch.append({
-                    "id": next_id, "question_id": t.question.id,
-                    "model_id": self._ensure_model(check_name(name, "model", rec.where), models),
+                    "id": next_id, "question_id": t.question.id, "model_id": self._ensure_model(name, models),
                     "iteration": it, "import_id": import_id, "stage_type": t.stage_type, "recall": t.recall,
-                    "analyses": to_json(t.analyses, "analyses", where), "summary": t.summary,
+                    "analyses": analyses_json, "summary": t.summary,
                     "predicted": t.predicted, "correct": None if t.correct is None else int(t.correct),
                     "stage_timings": to_json(t.stage_timings, "stage_timings", where),
-                    "sampling": to_json(t.sampling, "sampling", where),
-                    "sample_index": sample_index if isinstance(sample_index, int) else None, "created_at": now,
+                    "sampling": sampling_json, "sample_index": sample_index, "content_key": key, "created_at": now,
                 })
                 batch_q.append((where, t.question, options_json))
                 if rec.labels:
@@ -345,12 +466,40 @@ class Store:
                 if len(batch) >= BATCH:
                     self._flush(batch, batch_q, questions)
             self._flush(batch, batch_q, questions)
-            if not ids and not empty_ok:
+            if not total and not empty_ok:
                 raise StoreError(f"{source}: no traces in it (blank lines only)")
+            if (repeats or stored_dups) and on_duplicate == "refuse":
+                raise StoreError(_duplicates_message(source, total, repeats, stored_dups))
             self.db.execute("UPDATE imports SET n_traces = ? WHERE id = ?", [len(ids), import_id])
             for trace_id, rec in carried:
                 self._import_labels(trace_id, rec)
-        return ids
+        return ImportResult(ids, duplicates_in_input=len(repeats), duplicates_in_store=len(stored_dups))
+
+    def _is_duplicate(self, key: str, rec: ImportRecord, keys: dict[str, tuple[str, set[str] | None, int | None]],
+                      repeats: list[tuple[str, str]], stored_dups: list[tuple[str, int]], on_duplicate: str) -> bool:
+        """Whether this record repeats a trace of the same input or one already stored (counted in `repeats` /
+        `stored_dups`). A skipped copy may not carry labels its kept copy lacks: a label is never dropped."""
+        seen = keys.get(key)
+        if seen is None:
+            r = self._one("SELECT id FROM traces WHERE content_key = ?", [key])
+            if r is None:
+                keys[key] = (rec.where, _label_sig(rec.labels, rec.where) if rec.labels else None, None)
+                return False
+            stored_dups.append((rec.where, r["id"]))
+            keys[key] = (rec.where, None, r["id"])
+            kept_where, kept_labels, kept_id = rec.where, None, r["id"]
+        else:
+            kept_where, kept_labels, kept_id = seen
+            repeats.append((rec.where, kept_where))
+        if rec.labels and on_duplicate == "skip":
+            if kept_id is not None:
+                kept_labels = _label_sig(self.labels(kept_id, include_undone=True), f"trace {kept_id}")
+            missing = _label_sig(rec.labels, rec.where) - (kept_labels or set())
+            if missing:
+                same = f"trace {kept_id} of the store" if kept_id is not None else kept_where
+                raise StoreError(f"{rec.where}: the same trace as {same}, but it carries {len(missing)} label(s) "
+                                 f"that one lacks; skipping it would drop them, so nothing was imported")
+        return True
 
     @staticmethod
     def _checked_question(q: Question, where: str, seen: dict[str, tuple]) -> str:
@@ -424,6 +573,8 @@ class Store:
     def get_trace(self, trace_id: int) -> StoredTrace:
         if isinstance(trace_id, bool) or not isinstance(trace_id, int):
             raise StoreError(f"a trace id is a whole number, got {trace_id!r}")
+        if not 1 <= trace_id <= MAX_INT:  # SQLite could not even look it up
+            raise StoreError(f"no trace with id {trace_id} in {self.path} (trace ids run from 1 to {MAX_INT})")
         r = self._one(_TRACE_SELECT + " WHERE t.id = ?", [trace_id])
         if r is None:
             raise StoreError(f"no trace with id {trace_id} in {self.path}")
@@ -498,6 +649,8 @@ class Store:
                include_undone: bool = False) -> list[Label]:
         clauses, params = [], []
         if trace_id is not None:
+            if isinstance(trace_id, bool) or not isinstance(trace_id, int) or not 1 <= trace_id <= MAX_INT:
+                raise StoreError(f"no trace with id {trace_id!r} in {self.path} (trace ids run from 1 to {MAX_INT})")
             clauses.append("l.trace_id = ?")
             params.append(trace_id)
         if annotator is not None:
@@ -548,8 +701,11 @@ class Store:
     def next_unlabelled(self, model: str | None = None, iteration: int | None = None,
                         correct: bool | None = None, disagree: tuple[str, str] | None = None,
                         annotator: str | None = None, per_annotator: bool = False,
-                        include_skipped: bool = False) -> StoredTrace | None:
+                        include_skipped: bool = False, overlap: int | None = None) -> StoredTrace | None:
         """The unlabelled trace with the lowest id that passes the filters, or None.
+
+        `overlap` > 1 (several annotators per item): a trace stays in the queue until that many annotators have
+        labelled it, and never comes back to one who already did (see agreement.overlap_clause).
 
         Unlabelled: no label in force from anyone, or, with `per_annotator`, from `annotator` (for double
         annotation). Traces `annotator` skipped are left out unless `include_skipped`. `disagree=(A, B)` keeps
@@ -585,7 +741,11 @@ class Store:
                 tb, ptb = self._model_clause(b, "+t")
                 clauses.append(f"({ta} OR {tb})")
                 params += pta + ptb
-        if per_annotator:
+        if overlap is not None and overlap > 1:
+            sql, extra = agreement_mod.overlap_clause(annotator, overlap)
+            clauses.append(sql)
+            params += extra
+        elif per_annotator:
             if annotator is None:
                 raise StoreError("per_annotator needs an annotator name")
             clauses.append("NOT EXISTS (SELECT 1 FROM current_labels l WHERE l.trace_id = t.id AND l.annotator = ?)")
@@ -652,6 +812,11 @@ class Store:
         for lab in self.labels():
             by_trace.setdefault(lab.trace_id, []).append(lab)
         live = pairs_mod.curated_pairs((self.get_trace(tid), labs) for tid, labs in sorted(by_trace.items()))
+        # Pairwise choices (1 / 2 in the pairwise mode) are curated pairs too.
+        from tinythinker.store.pairwise import pairwise_pairs
+
+        known = {(p.stage, p.prompt, p.chosen, p.rejected) for p in live}
+        live += [p for p in pairwise_pairs(self) if (p.stage, p.prompt, p.chosen, p.rejected) not in known]
         if not include_stored:
             return live
         seen = {(p.stage, p.prompt, p.chosen, p.rejected) for p in live}
@@ -697,6 +862,8 @@ class Store:
             "db": str(self.path),
             "schema_version": self.schema_version,
             "traces": count("SELECT COUNT(*) AS n FROM traces"),
+            # Copies of a trace stored before schema 0004 made traces unique (kept, with their labels).
+            "legacy_duplicates": count("SELECT COUNT(*) AS n FROM traces WHERE content_key IS NULL"),
             "questions": count("SELECT COUNT(*) AS n FROM questions"),
             "models": len(self.models()),
             "by_model_iteration": by_model,

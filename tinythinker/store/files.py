@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinythinker.data.records import BOM, RepeatedKeyError, describe_path, json_error, loads
+from tinythinker.pair_checks import check_pairs
 from tinythinker.store.pairs import SOURCES_CURATED, Pair
 from tinythinker.store.validate import StoreError
 from tinythinker.types import Trace
@@ -28,9 +30,18 @@ FORMATS = ("jsonl", "hf")
 PAIR_SELECTIONS = ("curated", "auto", "all")
 
 
-def file_sha256(path: Path) -> str:
+def check_input_path(path: Path) -> None:
+    """A file or folder to read from must be there and be a regular file or a folder: reading a device or a named
+    pipe (/dev/zero, a fifo) would never end, so it is refused before anything opens it."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):
+        raise StoreError(f"{path} is {describe_path(path)}, not a regular file or a folder; give a JSONL file or "
+                         "an export folder")
+
+
+def file_sha256(path: Path) -> str:
+    check_input_path(path)
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
@@ -46,9 +57,12 @@ def _is_dataset_dir(path: Path) -> bool:
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, object) per non-blank line; a bad line raises a StoreError naming the file and line."""
+    check_input_path(path)
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             where = f"{path} line {n}"
+            if n == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]  # a UTF-8 byte order mark, as Windows tools write: read past it
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -56,9 +70,12 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = loads(text)
             except json.JSONDecodeError as e:
-                raise StoreError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise StoreError(f"{where}: not valid JSON ({json_error(e)})") from None
+            except RepeatedKeyError as e:
+                raise StoreError(f"{where}: field {e.path!r} appears twice in one JSON object; only one value could "
+                                 "be kept, so the line is refused rather than a value dropped") from None
             if not isinstance(obj, dict):
                 raise StoreError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             yield where, obj
@@ -75,7 +92,60 @@ def _load_dataset_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path} row {i}", row
 
 
+_NULL = type(None)
+# field -> (the JSON types it may hold, whether it must be there). Checked before Trace.from_dict so that a wrong
+# type is named by its field, not by the Python error it would cause; values are checked by validate.check_trace.
+TRACE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "question": ((dict,), True), "summary": ((str,), True), "recall": ((str, _NULL), False),
+    "analyses": ((dict, _NULL), False), "predicted": ((str, _NULL), False), "correct": ((bool, _NULL), False),
+    "stage_timings": ((dict, _NULL), False), "sampling": ((dict, _NULL), False), "stage_type": ((str,), False),
+    "model": ((str,), False),
+}
+QUESTION_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "id": ((str, int), True), "stem": ((str,), True), "options": ((list,), True), "answer": ((str, _NULL), False),
+    "source": ((str,), False), "meta": ((dict, _NULL), False),
+}
+_JSON_TYPE = {str: "text", int: "a whole number", float: "a number", bool: "true or false", dict: "an object",
+              list: "a list", _NULL: "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+def _check_fields(obj: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], bool]], prefix: str,
+                  where: str) -> None:
+    for key, (kinds, required) in fields.items():
+        name = prefix + key
+        if key not in obj:
+            if required:
+                raise StoreError(f"{where}: missing field {name!r}")
+            continue
+        value = obj[key]
+        # JSON true / false are Python bools, which are ints: `"id": true` is a mistake, not the id "True".
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            want = " or ".join(_JSON_TYPE[k] for k in kinds)
+            raise StoreError(f"{where}: field {name!r} must be {want}, got {_json_type(value)}")
+
+
+def check_trace_fields(d: dict[str, Any], where: str) -> None:
+    """Presence and JSON type of every field a trace line may have (a summary is required: a trace without one
+    is not a trace, and is not stored as an empty text)."""
+    _check_fields(d, TRACE_FIELDS, "", where)
+    q = d["question"]
+    _check_fields(q, QUESTION_FIELDS, "question.", where)
+    for i, o in enumerate(q["options"]):
+        name = f"question.options[{i}]"
+        if not isinstance(o, dict):
+            raise StoreError(f"{where}: field {name!r} must be an object with 'label' and 'text', got {_json_type(o)}")
+        _check_fields(o, {"label": ((str,), True), "text": ((str,), True)}, name + ".", where)
+        extra = sorted(set(o) - {"label", "text"})
+        if extra:
+            raise StoreError(f"{where}: field {name!r} has keys other than 'label' and 'text': {extra}")
+
+
 def trace_from_dict(d: dict[str, Any], where: str) -> Trace:
+    check_trace_fields(d, where)
     try:
         return Trace.from_dict(d)
     except KeyError as e:
@@ -91,24 +161,16 @@ def _record(where: str, d: dict[str, Any]) -> ImportRecord:
     if meta is not None and not isinstance(meta, dict):
         raise StoreError(f"{where}: field 'store' must be an object")
     meta = meta or {}
+    _check_fields(meta, {"model": ((str, _NULL), False), "iteration": ((int, _NULL), False),
+                         "labels": ((list, _NULL), False)}, "store.", where)
     labels = meta.get("labels")
-    if labels is not None and not isinstance(labels, list):
-        raise StoreError(f"{where}: field 'store.labels' must be a list")
     return ImportRecord(where=where, trace=trace_from_dict(d, where), model=meta.get("model"),
                         iteration=meta.get("iteration"), labels=labels)
 
 
 def read_trace_records(path: Path) -> Iterator[ImportRecord]:
     """Traces from a JSONL file, an export folder, or a saved Dataset of an export's traces."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_dir():
-        if (path / "traces.jsonl").is_file():
-            path = path / "traces.jsonl"
-        elif _is_dataset_dir(path / "traces"):
-            path = path / "traces"
-        elif not _is_dataset_dir(path):
-            raise StoreError(f"{path}: a folder without traces.jsonl or a saved traces dataset")
+    path = trace_source(path)
     if path.is_dir():
         for where, row in _load_dataset_rows(path):
             try:
@@ -123,10 +185,22 @@ def read_trace_records(path: Path) -> Iterator[ImportRecord]:
             yield _record(where, d)
 
 
+def trace_source(path: Path) -> Path:
+    """The file or saved Dataset folder that `read_trace_records(path)` reads: only that is hashed and read."""
+    check_input_path(path)
+    if path.is_dir():
+        if (path / "traces.jsonl").is_file():
+            return path / "traces.jsonl"
+        if _is_dataset_dir(path / "traces"):
+            return path / "traces"
+        if not _is_dataset_dir(path):
+            raise StoreError(f"{path}: a folder without traces.jsonl or a saved traces dataset")
+    return path
+
+
 def read_pairs(path: Path) -> Iterator[Pair]:
     """Pairs from a JSONL file, an export folder, or a saved Dataset of pairs."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+    check_input_path(path)
     if path.is_dir():
         if (path / "pairs.jsonl").is_file():
             path = path / "pairs.jsonl"
@@ -183,7 +257,7 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out.exists() and not out.is_dir():
-        raise StoreError(f"export target {out} is a file; give a folder")
+        raise StoreError(f"export target {out} is {describe_path(out)}; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise StoreError(f"export folder {out} is not empty; pass --overwrite to replace it")
     pairs = select_pairs(store, which_pairs)
@@ -195,7 +269,10 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise _unwritable(out, e) from e
     try:
         pair_rows = [p.to_dict() for p in pairs]
         trace_lines = [{**st.trace.to_dict(), "store": {
@@ -233,16 +310,31 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "pair_selection": which_pairs, "pairs": len(pairs), "traces": len(traces),
             "labels": sum(len(v) for v in label_rows.values()), "files": files,
+            # The pair checks as they stood at export (tinythinker.pair_checks), for the dataset card.
+            "pair_checks": check_pairs(pairs, store=store).to_dict(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)  # the previous export stays where it was
+                raise
             shutil.rmtree(old)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _unwritable(out, e) from e
         raise
     return manifest
+
+
+def _unwritable(out: Path, e: OSError) -> StoreError:
+    """An export that cannot be written (a read-only folder, a full disk, a parent that is a file), in one line."""
+    what = e.strerror or str(e)
+    at = f" ({e.filename})" if e.filename else ""
+    return StoreError(f"cannot write the export {out}: {what}{at}; nothing was written there")

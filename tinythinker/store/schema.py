@@ -8,11 +8,15 @@ Tables:
     questions  one row a question (id from the benchmark), options as JSON
     models     one row a model name (a run folder, a checkpoint, a hub id)
     imports    one row an import: its source file, content hash, model, iteration, trace count
-    traces     one row a pipeline run on a question: every stage's text, sampling, prediction, timings
+    traces     one row a pipeline run on a question: every stage's text, sampling, prediction, timings, and
+               content_key, its identity hash (identity.py), unique: a trace is stored once
     labels     one row a label; append-only: a later label adds a row, it never updates one
     undos      one row an undone label (points at it); undo appends here, history stays whole
     skips      one row a trace an annotator skipped
     pairs      stored preference pairs (phase 2's automatic ones, or imported ones) with provenance
+    guidelines one row a version of the labelling guideline (the latest is in force)
+    settings   one row a setting (the annotation overlap, ...), its value as JSON
+    pair_choices  one row a pairwise choice (1 / 2 / = / s) between two traces' texts for one stage
 """
 
 from __future__ import annotations
@@ -142,6 +146,70 @@ def _label_counts(db: sqlite_utils.Database) -> None:
             WHERE n_current = 0;
         DROP INDEX idx_traces_question_id;
     """)
+
+
+@_migration("0003_guideline_settings_pair_choices")
+def _guideline_settings_pair_choices(db: sqlite_utils.Database) -> None:
+    """The labelling guideline (each edit a new row; the latest is the one in force), settings such as the
+    annotation overlap (key -> JSON value), and pairwise choices between two traces' texts for one stage
+    (append-only like labels: a later choice by the same annotator on the same item supersedes the earlier)."""
+    strict = _strict(db)
+    db["guidelines"].create(
+        {"id": int, "text": str, "author": str, "created_at": str},
+        pk="id", not_null=["text", "author", "created_at"], strict=strict,
+    )
+    db["settings"].create(
+        {"key": str, "value": str, "updated_by": str, "updated_at": str},
+        pk="key", not_null=["value", "updated_at"], strict=strict,
+    )
+    db["pair_choices"].create(
+        {"id": int, "question_id": str, "stage": str, "option": str, "first_trace_id": int,
+         "second_trace_id": int, "choice": str, "annotator": str, "note": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("question_id", "questions", "id"), ("first_trace_id", "traces", "id"),
+                      ("second_trace_id", "traces", "id")],
+        not_null=["question_id", "stage", "first_trace_id", "second_trace_id", "choice", "annotator",
+                  "created_at"],
+        strict=strict,
+    )
+    db["pair_choices"].create_index(["annotator", "id"])
+    db["pair_choices"].create_index(["first_trace_id", "second_trace_id", "stage", "option"])
+    db.executescript("""
+        CREATE TRIGGER pair_choices_no_update BEFORE UPDATE ON pair_choices BEGIN
+            SELECT RAISE(ABORT, 'pairwise choices are history: add a choice instead of changing one');
+        END;
+        CREATE TRIGGER pair_choices_no_delete BEFORE DELETE ON pair_choices BEGIN
+            SELECT RAISE(ABORT, 'pairwise choices are history and cannot be deleted');
+        END;
+        CREATE TRIGGER guidelines_no_update BEFORE UPDATE ON guidelines BEGIN
+            SELECT RAISE(ABORT, 'guideline versions are history: save a new version instead');
+        END;
+    """)
+
+
+@_migration("0004_trace_identity")
+def _trace_identity(db: sqlite_utils.Database) -> None:
+    """`traces.content_key`: the trace's identity (identity.trace_key) under a unique index, so that the store
+    holds each trace once however many files bring it. The rows already there are all kept, labels and all: the
+    first trace of each identity gets its key; a later copy (a database that took the same traces twice before
+    this migration) keeps NULL, which a unique index allows, and `stats()` counts those as `legacy_duplicates`."""
+    import json
+
+    from tinythinker.store.identity import trace_key
+
+    db["traces"].add_column("content_key", str)
+    seen: set[str] = set()
+    first: list[tuple[str, int]] = []
+    for r in db.query("""SELECT t.id, m.name AS model, t.iteration, t.question_id, t.stage_type, t.recall,
+                                t.analyses, t.summary, t.predicted, t.sampling
+                         FROM traces t JOIN models m ON m.id = t.model_id ORDER BY t.id"""):
+        key = trace_key(r["model"], r["iteration"], r["question_id"], r["stage_type"], r["recall"],
+                        json.loads(r["analyses"]), r["summary"], r["predicted"], json.loads(r["sampling"] or "{}"))
+        if key not in seen:
+            seen.add(key)
+            first.append((key, r["id"]))
+    db.conn.executemany("UPDATE traces SET content_key = ? WHERE id = ?", first)
+    db.execute("CREATE UNIQUE INDEX traces_content_key ON traces (content_key)")
 
 
 SCHEMA_VERSION = len(_NAMES)

@@ -69,10 +69,24 @@ def check_verdict(verdict: Any) -> str:
     return verdict
 
 
+# SQLite integers are 64-bit: a larger id or iteration cannot be stored or looked up (Python would raise
+# OverflowError deep in sqlite3), so it is refused here, in words.
+MAX_INT = 2**63 - 1
+
+
 def check_iteration(value: Any, where: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
         prefix = f"{where}: " if where else ""
-        raise StoreError(f"{prefix}iteration must be a whole number >= 0, got {value!r}")
+        raise StoreError(f"{prefix}iteration must be a whole number from 0 to {MAX_INT}, got {value!r}")
+    return value
+
+
+def check_sample_index(sampling: Any, where: str) -> int | None:
+    """`sampling.sample_index` (which sample of a question this is), stored in its own column: absent or null,
+    else a whole number in SQLite's range."""
+    value = sampling.get("sample_index") if isinstance(sampling, dict) else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT):
+        raise StoreError(f"{where}: field 'sampling.sample_index' must be a whole number >= 0, got {value!r}")
     return value
 
 

@@ -1,0 +1,108 @@
+"""Log-probabilities at completion positions only, the shared-prefix scorer, the target-only training loss and
+LoRA adapters: each against the plain full-width computation it replaces."""
+
+import pytest
+import torch
+
+from tinythinker.students import StudentLoadError, apply_lora, load_student
+from tinythinker.tiny import tiny_student
+
+KINDS = ["seq2seq", "causal", "bert2bert"]
+PROMPTS = [
+    "Where would you put a plate after washing it?\n(A) cupboard (B) river (C) table\nSummarize:",
+    "What do people eat?\n(A) food (B) rocks\nRecall: people eat food every day.\nSummarize:",
+]
+CHOICES = [["So the answer is option A.", "So the answer is option B.", "(C) table. So the answer is option C."],
+           ["So the answer is option A.", "rocks. So the answer is option B."]]
+
+
+def full_width_logprobs(student, prompts, completions):
+    """The computation the fast path replaced: logits and log-softmax at every position."""
+    feats = student.encode(prompts, completions)
+    batch = student.collator()([{k: feats[k][i] for k in feats} for i in range(len(prompts))])
+    labels = batch.pop("labels")
+    model = student.model
+    if student.kind == "seq2seq":
+        dec = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=dec).logits
+    else:
+        logits = model(**batch).logits[:, :-1]
+        labels = labels[:, 1:]
+    mask = labels != -100
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(-1)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def student(request):
+    return tiny_student(request.param)
+
+
+def test_sequence_logprobs_equal_full_width(student):
+    prompts = [p for p, cs in zip(PROMPTS, CHOICES, strict=True) for _ in cs]
+    completions = [c for cs in CHOICES for c in cs]
+    with torch.no_grad():
+        fast = student.sequence_logprobs(prompts, completions)
+        ref = full_width_logprobs(student, prompts, completions)
+    assert torch.allclose(fast, ref, atol=1e-5), (fast, ref)
+
+
+def test_score_candidates_equal_one_pass_per_candidate(student):
+    scores = student.score_candidates(PROMPTS, CHOICES)
+    assert [len(r) for r in scores] == [3, 2]
+    for prompt, cs, row in zip(PROMPTS, CHOICES, scores, strict=True):
+        lengths = [len(x) for x in student.target_ids(cs)]
+        with torch.no_grad():
+            ref = student.sequence_logprobs([prompt] * len(cs), cs)
+        assert [round(s, 4) for s in row] == [round(v / n, 4) for v, n in zip(ref.tolist(), lengths, strict=True)]
+    assert student.score_candidates([], []) == []
+
+
+def test_target_only_loss_equals_model_loss():
+    s = tiny_student("causal")
+    feats = s.encode(PROMPTS, ["So the answer is option A.", "food. So the answer is option A."])
+    batch = s.collator()([{k: feats[k][i] for k in feats} for i in range(2)])
+    with torch.no_grad():
+        ref = s.model(**batch).loss
+        fast = s.token_loss(batch)
+    assert torch.allclose(ref, fast, atol=1e-5), (ref, fast)
+
+
+def test_lora_trains_only_the_adapter_saves_small_and_reloads(tmp_path):
+    s = apply_lora(tiny_student("causal"), r=4)
+    trainable = {n for n, p in s.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():
+        for n, p in s.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)  # a trained adapter: B starts at zero, which would make the test vacuous
+        before = s.sequence_logprobs(PROMPTS, ["So the answer is option A."] * 2)
+    s.base = str(tmp_path / "base")
+    base = tiny_student("causal")
+    base.save(tmp_path / "base")
+    s.save(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "adapter" / "model.safetensors").exists()
+    loaded = load_student(tmp_path / "adapter")
+    assert loaded.is_lora and loaded.base == str(tmp_path / "base")
+    with torch.no_grad():
+        after = loaded.sequence_logprobs(PROMPTS, ["So the answer is option A."] * 2)
+        merged = loaded.merge_adapter().sequence_logprobs(PROMPTS, ["So the answer is option A."] * 2)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert torch.allclose(before, merged, atol=1e-4)
+    assert not loaded.is_lora
+
+
+def test_bert2bert_lora_trains_cross_attention_in_full():
+    s = apply_lora(tiny_student("bert2bert"), r=4)
+    trainable = [n for n, p in s.model.named_parameters() if p.requires_grad]
+    assert any("crossattention" in n and "lora_" not in n for n in trainable)
+    assert any("lora_" in n for n in trainable)
+
+
+def test_lora_that_cannot_apply_names_the_student():
+    with pytest.raises(StudentLoadError, match=r"cannot apply to student .*tiny"):
+        apply_lora(tiny_student("causal"), r=4, targets="no_such_module")
+    with pytest.raises(StudentLoadError, match="at least 1"):
+        apply_lora(tiny_student("causal"), r=0)
