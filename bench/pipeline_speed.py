@@ -10,7 +10,10 @@ batch shapes, on every stage's text. The machine is shared, so the two runs alte
 and each method's time is the sum over its blocks: a load spike then hurts both, not one. One torch thread by
 default (see --threads).
 
-    .venv/bin/python bench/pipeline_speed.py   # 200 questions, minilm-bert2bert, batch 50; JSON to bench/out/
+    .venv/bin/python bench/pipeline_speed.py --student runs/p1-ras-lora --limit 32 --batch-size 16 --blocks 2
+
+batched also shares prefixes: Analyze's inputs of one question are encoded once (`Student.generate_shared`) and
+score mode encodes the Summarize input once for all candidates (`Student.score_candidates`).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from tinythinker.students import load_student  # noqa: E402
 from tinythinker.types import Question, Trace  # noqa: E402
 
 
-def naive_trace(student, q: Question, restrict_answer: bool) -> Trace:
-    """The staged pipeline written as the obvious loop: one input per generate call."""
+def naive_trace(student, q: Question, restrict_answer: bool | str) -> Trace:
+    """The staged pipeline written as the obvious loop: one input per generate call, and in score mode one
+    forward pass per (input, candidate answer)."""
     def gen(text: str, stage: str) -> str:
         sc = GREEDY.stage(stage)
         return student.generate([text], max_new_tokens=sc.max_new_tokens)[0]
@@ -43,9 +47,14 @@ def naive_trace(student, q: Question, restrict_answer: bool) -> Trace:
     recall = gen(stages.recall_input(q), stages.RECALL)
     analyses = {lab: gen(stages.analyze_input(q, recall, lab), stages.ANALYZE) for lab in q.labels}
     prompt = stages.summarize_input(q, recall, analyses)
-    if restrict_answer:
-        choices = ([stages.summarize_target(lab) for lab in q.labels]
-                   + [stages.summarize_target(lab, q.option_text(lab)) for lab in q.labels])
+    formats = (student.answer_format,) if student.answer_format else None
+    choices = stages.answer_choices(q, formats)
+    if restrict_answer == "score":
+        lengths = [len(x) for x in student.target_ids(choices)]
+        with torch.no_grad():
+            sums = student.sequence_logprobs([prompt] * len(choices), choices).tolist()
+        summary = choices[max(range(len(choices)), key=lambda i: sums[i] / lengths[i])]
+    elif restrict_answer:
         summary = choices[student.generate_choice([prompt], [choices])[0]]
     else:
         summary = gen(prompt, stages.SUMMARIZE)
@@ -66,17 +75,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 by default because on a shared 2-core machine a second thread mostly "
                          "spins (measured 5x slower for both methods with 2 under load); 0 = torch's choice")
-    ap.add_argument("--free-answer", action="store_true",
-                    help="decode Summarize freely (default: restricted to the valid answers, so that every "
-                         "prediction is a letter and the comparison has teeth even for an untrained student)")
+    ap.add_argument("--answer", choices=("score", "constrain", "free"), default="score",
+                    help="how Summarize answers (default: score, the recipe of record; every prediction is a "
+                         "letter, so the comparison has teeth)")
+    ap.add_argument("--min-agreement", type=float, default=0.99,
+                    help="fail below this share of identical predictions (near-ties may flip under batching: "
+                         "float sums in another order)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "pipeline_speed.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    restrict = not args.free_answer
+    restrict = False if args.answer == "free" else args.answer
 
     questions = load_questions("csqa", "validation", data_dir=args.data_dir, limit=args.limit)
-    student = load_student(args.student, device="cpu")
+    student = load_student(args.student, device="cpu").merge_adapter()
     student.generate([stages.recall_input(questions[0])], max_new_tokens=2)  # warm-up, not timed
 
     size = -(-len(questions) // args.blocks)
@@ -107,6 +119,9 @@ def main() -> int:
                     **accuracy(batched)},
         "speedup": round(naive_s / batched_s, 2),
         "identical_predictions": all(same_pred),
+        "agreement": sum(same_pred) / len(same_pred),
+        "differing": [{"id": q.id, "naive": a.predicted, "batched": b.predicted}
+                      for q, a, b, ok in zip(questions, naive, batched, same_pred, strict=True) if not ok],
         "identical_stage_texts": sum(same_text) / len(same_text),
         "blocks": blocks,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
@@ -116,8 +131,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    if not all(same_pred):
-        bad = [q.id for q, ok in zip(questions, same_pred, strict=True) if not ok]
+    if result["agreement"] < args.min_agreement:
+        bad = [d["id"] for d in result["differing"]]
         print(f"FAIL: batched and naive predictions differ on {len(bad)} questions: {bad[:10]}", file=sys.stderr)
         return 1
     return 0

@@ -453,7 +453,7 @@ def build(ctx, saved_name: gr.BrowserState):
     b_skip.click(friendly(lambda *a: skip(ctx, *a), n_out, 1), [trace_id, annotator, *filters], outputs,
                  api_name="annotate_skip")
     b_undo.click(friendly(lambda a: undo(ctx, a), n_out, 1), annotator, outputs, api_name="annotate_undo")
-    b_export.click(friendly(lambda *a: export(ctx, *a)), [fmt, out_name, which], [report, export_dl],
+    b_export.click(friendly(lambda *a: export(ctx, *a), 2, 0, as_json=True), [fmt, out_name, which], [report, export_dl],
                    api_name="annotate_export")
     b_stats.click(friendly(lambda: stats(ctx)), None, report, api_name="annotate_stats")
     annotator.change(lambda name: name, annotator, saved_name, api_visibility="private")

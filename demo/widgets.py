@@ -33,11 +33,12 @@ def error_text(e: BaseException) -> str:
 EXPECTED = (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError, gr.Error)
 
 
-def friendly(fn, outputs: int | None = None, status: int = 0):
+def friendly(fn, outputs: int | None = None, status: int = 0, as_json: bool = False):
     """Errors are shown once and leave the form usable: no error badge over every output (which hid the form and
     blocked clicks), every output left as it was. With `outputs` (how many the event has), the message goes to
     output number `status`, the tab's message area; without, it is one warning toast. Library errors are written
-    for people; anything unexpected is also logged with its traceback."""
+    for people; anything unexpected is also logged with its traceback. `as_json`: the message area is a gr.JSON,
+    which gets {"error": message}."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,10 +50,11 @@ def friendly(fn, outputs: int | None = None, status: int = 0):
             if outputs is None:
                 gr.Warning(error_text(e).removeprefix("**Error:** "), duration=12)
                 return gr.skip()
+            text = {"error": error_text(e).removeprefix("**Error:** ")} if as_json else error_text(e)
             if outputs == 1:
-                return error_text(e)
+                return text
             out = [gr.skip()] * outputs
-            out[status] = error_text(e)
+            out[status] = text
             return tuple(out)
 
     return wrapper

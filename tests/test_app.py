@@ -32,8 +32,9 @@ STEP_DEFAULTS = dict(stage_type="recall_analyze_summarize", source="benchmark", 
                      timings=None)
 
 
-def make_workspace(root: Path, data_dir: Path) -> Workspace:
-    """Two tiny bert2bert 'runs' (different seeds, so they disagree) and a store holding a few of their traces."""
+def make_workspace(root: Path, data_dir: Path | None, traces: bool = True) -> Workspace:
+    """Two tiny bert2bert 'runs' (different seeds, so they disagree) and a store holding a few of their traces
+    (none with `traces=False`: an empty queue). `data_dir=None` is an instance without benchmark data."""
     for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
         run = root / "runs" / name
         tiny_student("bert2bert", seed=seed).save(run / "best")
@@ -44,6 +45,8 @@ def make_workspace(root: Path, data_dir: Path) -> Workspace:
             + json.dumps({"kind": "eval", "step": 1, "accuracy": 0.2 + seed / 10}) + "\n")
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     ws = Workspace(runs_dir=root / "runs", db=root / "annotations" / "t.db", data_dir=data_dir)
+    if not traces or data_dir is None:
+        return ws
     questions = load_questions("csqa", "validation", data_dir=data_dir, limit=3)
     traces = run_pipeline(load_student(ws.runs_dir / "tiny-a" / "best"), questions,
                           sampling=_sampling(24))
@@ -59,10 +62,13 @@ def _sampling(tokens):
 
 
 @contextmanager
-def launched_app(root: Path, data_dir: Path):
+def launched_app(root: Path, data_dir: Path | None, shipped_root: Path | None = None, traces: bool = True,
+                 default_student: str | None = None):
     """The app over a fresh tiny workspace, served on 127.0.0.1: yields (context, url); closed afterwards.
-    Shared by the gradio_client, Train-tab and browser tests."""
-    ctx = AppContext(ws=make_workspace(root, data_dir))
+    Shared by the gradio_client, Train-tab and browser tests. No shipped models unless `shipped_root` names a
+    folder of them (tests/shipped_helpers.py); `default_student` (e.g. a tiny run) replaces the real default."""
+    ctx = AppContext(ws=make_workspace(root, data_dir, traces=traces), shipped_root=shipped_root or root / "none",
+                     default_student=default_student or AppContext.default_student)
     app = build_app(ctx)
     app.queue()
     app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
@@ -127,22 +133,28 @@ def test_custom_question_and_bad_input(served):
     out = _step(client, "recall", source="my own question", stem="Where do fish live?",
                 options="water\ndesert\nsky")
     assert "Where do fish live?" in out[0] and out[1]
-    with pytest.raises(Exception, match="2 to 26 options"):
-        _step(client, "recall", source="my own question", stem="Only one?", options="yes")
+    # A validation error is one message in the note above the question; every other output is left alone (no
+    # error badge over the form).
+    bad = _step(client, "recall", source="my own question", stem="Only one?", options="yes")
+    assert "2 to 26 options" in bad[6] and "Error" in bad[6]
+    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in bad[:6])
 
 
 @pytest.mark.parametrize("checkpoint", ["../../etc/passwd", "/etc/passwd", "tiny-a/../../../../etc"])
 def test_checkpoint_field_cannot_leave_the_workspace(served, checkpoint):
     _, client = served
-    with pytest.raises(Exception, match="outside the workspace"):
-        _step(client, "all", checkpoint=checkpoint)
+    assert "outside the workspace" in _step(client, "all", checkpoint=checkpoint)[6]
 
 
 def test_data_file_field_cannot_leave_the_workspace(served):
     _, client = served
-    with pytest.raises(Exception, match="outside the workspace"):
-        client.predict("my JSONL file", "validation", 0, "../../etc/passwd", "recall_analyze_summarize",
-                       api_name="/explore")
+    header, *_ = client.predict("my JSONL file", "validation", 0, "../../etc/passwd", "recall_analyze_summarize",
+                                api_name="/explore")
+    assert "outside the workspace" in header
+    # Before anything is typed: what to do, not "data file: empty path".
+    header, *_ = client.predict("my JSONL file", "validation", 0, "", "recall_analyze_summarize",
+                                api_name="/explore")
+    assert "empty path" not in header and "Type the path" in header
     header, question, rationales, index = client.predict("csqa", "validation", 2, "", "recall_analyze_summarize",
                                                          api_name="/explore")
     assert "Question 2 of 1221" in header and "Recall:" in rationales
@@ -162,35 +174,45 @@ def test_label_made_in_the_ui_lands_in_the_store(served):
     assert labels[("recall", None)].verdict == "good" and labels[("recall", None)].annotator == "ann"
     assert labels[("analyze", "A")].verdict == "bad" and labels[("analyze", "A")].note == "too vague"
     assert labels[("summarize", None)].verdict == "unsure"
-    # Undo walks back the latest label and shows its trace again.
+    # Undo walks back the whole last save (its three labels) and shows its trace again.
     undone = client.predict("ann", api_name="/annotate_undo")
-    assert int(undone[0]) == trace_id and "undid" in undone[1]
+    assert int(undone[0]) == trace_id and "undid" in undone[1] and "3 label(s)" in undone[1]
     with Store(ctx.ws.db) as store:
-        assert len(store.labels(trace_id)) == 2
+        assert store.labels(trace_id) == []
+    # A save without a verdict: one message in the header, the form left as it was.
+    bad = client.predict(int(undone[0]), "ann", "", None, "", *([None, ""] * 8), None, "", "", "", "any", "", "",
+                         api_name="/annotate_save")
+    assert "give at least one stage a verdict" in bad[1]
+    assert isinstance(bad[0], dict) and bad[0].get("__type__") == "update"
 
 
 def test_compare_returns_the_disagreement_table(served):
     ctx, client = served
     summary, table, _ = client.predict("tiny-a/best", "tiny-b/best", "csqa", "validation", 6,
-                                       "all disagreements", api_name="/compare_split")
+                                       "all disagreements", "each model's own", api_name="/compare_split")
     questions = ctx.questions("csqa", "validation")[:6]
     ta = run_pipeline(load_student(ctx.ws.runs_dir / "tiny-a" / "best"), questions)
     tb = run_pipeline(load_student(ctx.ws.runs_dir / "tiny-b" / "best"), questions)
-    rows = [[r["id"], r["kind"], r["a"], r["b"]] for r in disagreements(ta, tb)]
-    assert [[r[0], r[1], r[3], r[4]] for r in table["data"]] == rows and "6 questions" in summary
+    # "all disagreements" lists only questions where the two answers differ (both wrong alike is agreement).
+    rows = [[r["id"], r["kind"], r["a"], r["b"]] for r in disagreements(ta, tb) if not r["same answer"]]
+    assert [[r[0], r[1], r[3], r[4]] for r in table["data"] if r[0]] == rows and "6 questions" in summary
+    assert all(r[5] is False or r[5] == "false" for r in table["data"] if r[0])
     assert len(list((ctx.ws.runs_dir / "tiny-a" / "traces").glob("*.jsonl"))) == 1
     # Filtered, from the cache (no model load).
     loads = ctx.students.loads
     _, wrong_to_right, _ = client.predict("tiny-a/best", "tiny-b/best", "csqa", "validation", 6, "wrong->right",
-                                          api_name="/compare_split")
+                                          "each model's own", api_name="/compare_split")
     assert ctx.students.loads == loads
     assert all(r[1] == "wrong->right" for r in wrong_to_right["data"])
 
 
 def test_results_list_runs(served):
     _, client = served
-    rows, _, _ = client.predict(api_name="/results")
+    rows, _, _, _ = client.predict(api_name="/results")
     assert sorted(r[0] for r in rows["data"]) == ["tiny-a", "tiny-b"]
+    # A phase-1 run has no self-reflection chart.
+    _, _, iterations, message = client.predict("tiny-a", api_name="/run_detail")
+    assert iterations.get("visible") is False and not message
 
 
 def _free_port() -> int:
@@ -231,7 +253,7 @@ def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
         with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "pw"), verbose=False)
-        rows, _, _ = client.predict(api_name="/results")
+        rows, _, _, _ = client.predict(api_name="/results")
         assert rows["data"] == [] or rows["data"] == [[None] * 9] or not any(rows["data"][0])
     finally:
         proc.terminate()
@@ -241,19 +263,22 @@ def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
 def test_run_and_export_fields_cannot_leave_the_workspace(served):
     ctx, client = served
     for bad in ("../../etc", "/etc", "tiny-a/../../.."):
-        with pytest.raises(Exception, match="outside the workspace"):
-            client.predict(bad, api_name="/run_detail")
+        assert "outside the workspace" in client.predict(bad, api_name="/run_detail")[3]
     for bad in ("../../tmp/x", "/tmp/x", "a/b"):
-        with pytest.raises(Exception, match="export name"):
-            client.predict("jsonl", bad, "curated", api_name="/annotate_export")
-    manifest = client.predict("jsonl", "reflection-test", "all", api_name="/annotate_export")
-    assert (ctx.ws.annotations_dir / "reflection-test").is_dir() and manifest
+        assert "export name" in str(client.predict("jsonl", bad, "curated", api_name="/annotate_export")[0])
+    manifest, download = client.predict("jsonl", "reflection-test", "all", api_name="/annotate_export")
+    assert (ctx.ws.annotations_dir / "reflection-test").is_dir() and manifest["folder"] == str(
+        ctx.ws.annotations_dir / "reflection-test")
+    import zipfile
+
+    with zipfile.ZipFile(download) as z:  # the export, downloadable as one file
+        assert z.namelist()
 
 
 def test_compare_one_question_marks_the_differences(served):
     _, client = served
     out = client.predict("tiny-a/best", "tiny-b/best", "benchmark", "csqa", "validation", 1, "", "", "",
-                         api_name="/compare_question")
+                         "each model's own", api_name="/compare_question")
     question, diffs, verdicts = out[0], out[1:7], out[7:]
     assert "(A)" in question and all("Prediction" in v for v in verdicts)
     recall_a, recall_b = diffs[0], diffs[1]

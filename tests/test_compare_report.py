@@ -141,6 +141,7 @@ def test_plots_of_slices_agreement_and_pair_checks():
     assert list(fig.data[0].x) == ["B", "A"] and list(fig.data[0].y) == [0.0, 1.0]
     assert list(fig.data[1].y) == [0.5, 0.0]
     assert len(plots.flip_rates_by_slice(rows).data[0].x) == len(rows)  # every slice
+    assert list(plots.flip_rates_by_slice(rows, "gold letter", max_bars=1).data[0].x) == ["B"]  # the largest
     assert not plots.flip_rates_by_slice([], "concept").data  # an empty chart says so
     kappa = plots.agreement_by_stage([{"stage": "recall", "kappa": 0.4, "method": "cohen", "items": 3},
                                       {"stage": "analyze", "kappa": None, "method": None, "items": 0}])

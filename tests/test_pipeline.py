@@ -176,14 +176,14 @@ def _trace(qid: str, answer: str | None, predicted: str | None) -> Trace:
 
 def test_accuracy_and_self_consistency():
     traces = [_trace("1", "A", "A"), _trace("2", "B", None), _trace("3", "C", "A"), _trace("4", None, "B")]
-    assert accuracy(traces) == {"accuracy": 1 / 3, "invalid_rate": 1 / 4, "n": 4}
+    assert accuracy(traces) == {"accuracy": 1 / 3, "invalid_rate": 1 / 4, "n": 4, "top_answer_share": 2 / 4}
     votes = [_trace("1", "A", "B"), _trace("1", "A", "A"), _trace("1", "A", "A"),
              _trace("2", "B", None), _trace("2", "B", None), _trace("2", "B", "B"),
              _trace("3", "C", None)]
     assert self_consistency(votes) == {"1": "A", "2": "B", "3": None}
     result = accuracy(votes)
     assert result["questions"] == 3 and result["self_consistency_accuracy"] == 2 / 3
-    assert accuracy([]) == {"accuracy": 0.0, "invalid_rate": 0.0, "n": 0}
+    assert accuracy([]) == {"accuracy": 0.0, "invalid_rate": 0.0, "n": 0, "top_answer_share": 0.0}
 
 
 def test_traces_jsonl_round_trip_and_errors(tmp_path, questions):

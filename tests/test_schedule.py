@@ -117,3 +117,30 @@ def test_dpo_order_takes_stage_names_and_reshuffles_each_stage_when_used_up():
     for k in range(0, 9, 3):  # every recall pair once before any twice
         assert sorted(recall_stream[k:k + 3]) == [1, 3, 5]
     assert dpo_order(names, 2, 3, seed=1) == (order, cycle)
+
+
+def test_length_grouping_keeps_the_schedule_and_each_segments_examples_and_cuts_padding():
+    import random
+
+    sizes = {"recall": 16, "analyze": 40, "summarize": 16}
+    lengths = [random.Random(i).randint(5, 300) for i in range(72)]
+    plain = StageBatchSampler(sizes, STAGES, batch_size=4, interval=2, n_options=2, seed=1)
+    grouped = StageBatchSampler(sizes, STAGES, batch_size=4, interval=2, n_options=2, seed=1, lengths=lengths)
+    a, b = list(plain), list(grouped)
+    assert [_stage_of(plain, x) for x in a] == [_stage_of(grouped, x) for x in b] == plain.step_stages()
+    # Each run of one stage trains on the same examples, only regrouped.
+    stages, start = plain.step_stages(), 0
+    while start < len(stages):
+        end = start
+        while end < len(stages) and stages[end] == stages[start]:
+            end += 1
+        assert sorted(i for x in a[start:end] for i in x) == sorted(i for x in b[start:end] for i in x)
+        start = end
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in x) * len(x) - sum(lengths[i] for i in x) for x in batches)
+
+    assert padding(b) < padding(a) / 2
+    assert list(grouped) == b  # reproducible
+    with pytest.raises(ValueError, match="lengths has 3 entries"):
+        StageBatchSampler(sizes, STAGES, batch_size=4, interval=2, n_options=2, lengths=[1, 2, 3])

@@ -106,3 +106,33 @@ def test_lora_that_cannot_apply_names_the_student():
         apply_lora(tiny_student("causal"), r=4, targets="no_such_module")
     with pytest.raises(StudentLoadError, match="at least 1"):
         apply_lora(tiny_student("causal"), r=0)
+
+
+ANALYZE_GROUPS = [
+    [f"Where would you put a plate after washing it?\n(A) cupboard (B) river (C) table\nRecall: plates go in "
+     f"cupboards.\nAnalyze: For option {x}," for x in "ABC"],
+    [f"What do people eat?\n(A) food (B) rocks\nRecall: food.\nAnalyze: For option {x}," for x in "AB"],
+]
+
+
+def test_generate_shared_equals_flat_generate(student):
+    flat = [x for g in ANALYZE_GROUPS for x in g]
+    expected = student.generate(flat, max_new_tokens=8)
+    shared = student.generate_shared(ANALYZE_GROUPS, max_new_tokens=8)
+    assert [x for g in shared for x in g] == expected
+    assert [len(g) for g in shared] == [3, 2]
+    sampled = student.generate_shared(ANALYZE_GROUPS, max_new_tokens=6, do_sample=True, temperature=1.5, seed=3)
+    assert sampled == student.generate_shared(ANALYZE_GROUPS, max_new_tokens=6, do_sample=True, temperature=1.5,
+                                              seed=3)
+    assert student.generate_shared([]) == []
+
+
+def test_generate_shared_really_shares_for_causal(monkeypatch):
+    s = tiny_student("causal")
+    expected = s.generate([x for g in ANALYZE_GROUPS for x in g], max_new_tokens=8)
+
+    def no_flat_generate(*args, **kwargs):
+        raise AssertionError("generate_shared fell back to flat generation")
+
+    monkeypatch.setattr(s, "generate", no_flat_generate)
+    assert [x for g in s.generate_shared(ANALYZE_GROUPS, max_new_tokens=8) for x in g] == expected

@@ -39,6 +39,8 @@ class StudentCache:
 
                 self.loader = load_student
             student = self.loader(str(name_or_path))
+            if hasattr(student, "merge_adapter"):
+                student.merge_adapter()  # the app only generates: a LoRA adapter folded in runs faster
             self.loads += 1
             self._items[key] = student
             while len(self._items) > self.capacity:

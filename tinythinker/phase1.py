@@ -65,6 +65,12 @@ class Phase1Config:
     # The training loss from hidden states at target positions only (the LM head never runs over prompt
     # tokens); same loss, less time and memory. False = the model's own full-width loss.
     target_only_loss: bool = True
+    # Batches of similar length inside each stage segment of the schedule (`StageBatchSampler` lengths): less
+    # padding, same stage order. False = the paper's uniformly shuffled batches.
+    group_by_length: bool = True
+    # Recompute activations in the backward pass: peak memory of a 256-token SmolLM2 batch of 16 drops from
+    # ~9 GB to ~2 GB, for about a third more compute per step.
+    gradient_checkpointing: bool = False
     # Evaluate (and save) every N optimizer steps; None = once per schedule cycle, as the paper's cadence.
     eval_steps: int | None = None
     weight_decay: float = 0.0
@@ -547,13 +553,18 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
         from tinythinker.students import apply_lora
 
         apply_lora(student, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so it works under LoRA's frozen
+        # embeddings too.
+        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Saved with every checkpoint: score / constrain modes then consider this format's answers only.
     student.answer_format = config.answer_format
     log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
              data.skipped)
     dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
     sampler_args = dict(sizes=data.sizes(), stages=list(data.examples), batch_size=config.batch_size,
-                        interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order)
+                        interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order,
+                        lengths=[len(f["input_ids"]) for f in dataset.features] if config.group_by_length else None)
     probe = StageBatchSampler(**sampler_args)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
     optimizer = scaled_optimizer(student.model, config)

@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tinythinker import stages
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, answer_mode, stages_of
 from tinythinker.students import Student
@@ -130,16 +128,13 @@ def _recall(student, items, stage_type, sc, seed, restrict_answer):
 
 
 def _analyze(student, items, stage_type, sc, seed, restrict_answer):
-    inputs, slots = [], []
-    for item in items:
-        for label in item.question.labels:
-            inputs.append(stages.analyze_input(item.question, item.recall, label, stage_type))
-            slots.append((item, label))
-    outputs = _generate(student, inputs, sc, seed)
-    for item in items:
-        item.analyses = {}
-    for (item, label), text in zip(slots, outputs, strict=True):
-        item.analyses[label] = text
+    # One group per question: its options' inputs share question + recall, encoded once (`generate_shared`).
+    groups = [[stages.analyze_input(item.question, item.recall, label, stage_type) for label in item.question.labels]
+              for item in items]
+    outputs = student.generate_shared(groups, max_new_tokens=sc.max_new_tokens, do_sample=sc.do_sample,
+                                      temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+    for item, texts in zip(items, outputs, strict=True):
+        item.analyses = dict(zip(item.question.labels, texts, strict=True))
 
 
 # Questions whose Summarize inputs are encoded together in "score" mode (their candidates then expand the cache).
@@ -324,10 +319,13 @@ def accuracy(traces: list[Trace]) -> dict[str, Any]:
     """`accuracy` over traces with a known answer, `invalid_rate` over all traces, `n` traces; with several
     samples per question also `questions` and `self_consistency_accuracy`."""
     labelled = [t for t in traces if t.question.answer is not None]
+    letters = Counter(t.predicted for t in traces if t.predicted is not None)
     out: dict[str, Any] = {
         "accuracy": sum(bool(t.correct) for t in labelled) / len(labelled) if labelled else 0.0,
         "invalid_rate": sum(t.predicted is None for t in traces) / len(traces) if traces else 0.0,
         "n": len(traces),
+        # A student that learned only the format writes one letter for every question (share near 1).
+        "top_answer_share": max(letters.values()) / len(traces) if letters else 0.0,
     }
     answers = {t.question.id: t.question.answer for t in labelled}
     if len(answers) < len(labelled):

@@ -109,12 +109,17 @@ def flips(counts: dict[str, int], name_a: str = "A", name_b: str = "B") -> go.Fi
 
 
 def flip_rates_by_slice(rows: list[dict], slice_name: str | None = None, name_a: str = "A", name_b: str = "B",
-                        title: str | None = None) -> go.Figure:
+                        title: str | None = None, max_bars: int = 30) -> go.Figure:
     """compare.slice_report rows: right->wrong and wrong->right rates per slice value, one group of bars each.
 
-    `slice_name` keeps one slice (concept, gold letter, ...); None draws every slice, its values prefixed by it."""
+    `slice_name` keeps one slice (concept, gold letter, ...); None draws every slice, its values prefixed by it.
+    At most `max_bars` values, the largest (a benchmark has hundreds of concepts)."""
     title = title or f"Flip rates by {slice_name or 'slice'}: {name_a} -> {name_b}"
     rows = [r for r in rows if slice_name in (None, r["slice"])]
+    if len(rows) > max_bars:
+        keep = sorted(range(len(rows)), key=lambda i: -rows[i]["n"])[:max_bars]
+        rows = [rows[i] for i in sorted(keep)]
+        title += f" (the {max_bars} largest)"
     if not rows:
         return _empty(title, "no questions in this slice")
     labels = [r["value"] if slice_name else f"{r['slice']}: {r['value']}" for r in rows]

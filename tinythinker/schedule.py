@@ -68,7 +68,7 @@ class StageBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, sizes: dict[str, int], stages: Sequence[str], *, batch_size: int, interval: int,
                  n_options: int, seed: int = 0, order: str = "interval", world_size: int = 1,
-                 grad_accum: int = 1):
+                 grad_accum: int = 1, lengths: Sequence[int] | None = None):
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
         if batch_size < 1:
@@ -91,6 +91,10 @@ class StageBatchSampler(torch.utils.data.Sampler):
             total += self.sizes[s]
         self.offsets = offsets
         self.total = total
+        if lengths is not None and len(lengths) != total:
+            raise ValueError(f"lengths has {len(lengths)} entries for {total} examples")
+        # With lengths, each stage segment's batches are regrouped by length (`_group_by_length`).
+        self.lengths = list(lengths) if lengths is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         # The Trainer calls this at each epoch start (also when it resumes mid-epoch), so a resumed run
@@ -138,9 +142,30 @@ class StageBatchSampler(torch.utils.data.Sampler):
             for s in self.step_stages():
                 steps.append(per_stage[s][cursor[s]])
                 cursor[s] += 1
+        if self.lengths is not None and self.order != "mixed":
+            steps = self._group_by_length(steps, self.step_stages(), rng)
         for step in steps:
             for b in range(self.per_step):
                 yield step[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def _group_by_length(self, steps: list[list[int]], stages: list[str], rng: random.Random) -> list[list[int]]:
+        """Within each run of consecutive steps of one stage, the same examples regrouped so that a batch holds
+        similar lengths (sorted, cut into steps, the steps shuffled): Analyze's short rows then no longer pad to
+        the long ones. The stage of every step, and which examples a segment trains on, do not change."""
+        out: list[list[int]] = []
+        start = 0
+        while start < len(steps):
+            end = start
+            while end < len(steps) and stages[end] == stages[start]:
+                end += 1
+            pool = [i for step in steps[start:end] for i in step]
+            pool.sort(key=lambda i: self.lengths[i])  # stable: equal lengths keep their shuffled order
+            n = self._step_examples()
+            segment = [pool[i:i + n] for i in range(0, len(pool), n)]
+            rng.shuffle(segment)
+            out += segment
+            start = end
+        return out
 
     def stage_of_index(self, index: int) -> str:
         for s in reversed(self.stages):

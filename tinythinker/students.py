@@ -193,6 +193,71 @@ class Student:
         width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop the decoder start
         return out[:, width:].tolist()
 
+    @torch.no_grad()
+    def generate_shared(self, groups: list[list[str]], *, max_new_tokens: int = 64, do_sample: bool = False,
+                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                        seed: int | None = None) -> list[list[str]]:
+        """Continuations of groups of inputs that share a long prefix (Analyze's one input per option of a
+        question: question + options + recall, then `For option X,`), the shared prefix run once per group.
+
+        Causal students: each group's common token prefix is encoded once, its key/value cache expanded over
+        the group's rows, and `generate` continues from it, so only the few differing tokens are prefilled
+        per row. The outputs are those of `generate` on the flat list (test_students_fast). Seq2seq students'
+        encoders see the whole input at once (the option label changes every position), so nothing is shared
+        and this is `generate`. Falls back to `generate` when the rows' differing tails are not one length.
+        """
+        flat = [x for g in groups for x in g]
+        if not flat:
+            return [[] for _ in groups]
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                  top_p=top_p, seed=seed)
+
+        def regroup(texts: list[str]) -> list[list[str]]:
+            out, k = [], 0
+            for g in groups:
+                out.append(texts[k:k + len(g)])
+                k += len(g)
+            return out
+
+        ids = self._input_ids(flat, self.max_source_length)
+        if self.kind != CAUSAL:
+            return regroup(self.generate(flat, **kw))
+        tails, k = [], 0
+        for g in groups:
+            rows = ids[k:k + len(g)]
+            k += len(g)
+            common = min(len(r) for r in rows)
+            for n in range(common):
+                if any(r[n] != rows[0][n] for r in rows):
+                    common = n
+                    break
+            tails += [len(r) - common for r in rows]
+        tail = max(tails) + (1 if min(tails) == 0 else 0)  # generate needs one uncached token per row
+        if any(t != tails[0] for t in tails) or tail >= min(len(r) for r in ids):
+            return regroup(self.generate(flat, **kw))
+        batch = self._batch(ids, "left")
+        width = batch["input_ids"].shape[1]
+        first = torch.tensor([sum(len(g) for g in groups[:i]) for i in range(len(groups))], device=self.device)
+        prefix_ids = batch["input_ids"][first, :width - tail]
+        prefix_mask = batch["attention_mask"][first, :width - tail]
+        core = _core(self.model)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # The body alone: the cache is all that is wanted, not logits over the prefix.
+            out = core.base_model(input_ids=prefix_ids, attention_mask=prefix_mask,
+                                  position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+            cache = getattr(out, "cache", None) or out.past_key_values
+            cache.reorder_cache(torch.tensor([i for i, g in enumerate(groups) for _ in g], device=self.device))
+            gen = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                         temperature=temperature, top_k=top_k, top_p=top_p)
+            if seed is not None:
+                torch.manual_seed(seed)
+            result = self.model.generate(**batch, generation_config=gen, **{_cache_kwarg(core): cache})
+        finally:
+            self.model.train(was_training)
+        return regroup([self.decode(x) for x in result[:, width:].tolist()])
+
     def decode(self, ids: list[int]) -> str:
         if self.eos_id in ids:
             ids = ids[:ids.index(self.eos_id)]

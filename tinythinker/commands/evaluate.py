@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if not questions:
         raise ValueError(f"{args.data} {args.split} has no questions")
     out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
-    student = load_student(args.student, device=args.device)
+    # Evaluation only generates: a LoRA adapter is folded into its base (one matmul per layer, not three).
+    student = load_student(args.student, device=args.device).merge_adapter()
 
     bar = tqdm(total=len(questions) * args.num_samples, desc="evaluate", unit="trace", file=sys.stderr)
 
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"self-consistency:   {result['self_consistency_accuracy']:.1%} "
               f"(majority of {args.num_samples} samples)")
     print(f"invalid answers:    {result['invalid_rate']:.1%}")
+    print(f"top-answer share:   {result['top_answer_share']:.1%} (the most common letter's share)")
     if args.from_stage:
         print(f"teacher's texts before {args.from_stage}; {skipped} questions without them skipped")
     print(f"questions/second:   {result['questions_per_second']:.3f} ({seconds:.1f} s)")
