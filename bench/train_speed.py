@@ -85,15 +85,22 @@ def main() -> int:
     for setting in args.settings.split(","):
         cmd = [sys.executable, __file__, "--setting", setting, "--steps", str(args.steps), "--threads",
                str(args.threads), "--data-dir", args.data_dir]
-        rows[setting] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
-                                   .stdout.strip().splitlines()[-1])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            # A setting killed for memory is a result too: say so instead of losing the others.
+            why = "killed by SIGKILL (out of memory)" if proc.returncode == -9 else proc.stderr.strip()[-300:]
+            rows[setting] = {"setting": setting, "failed": why, "returncode": proc.returncode}
+        else:
+            rows[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(rows[setting]), flush=True)
-    best = min(rows, key=lambda k: rows[k]["s_per_step"])
+    done = [k for k in rows if "s_per_step" in rows[k]]
+    best = min(done, key=lambda k: rows[k]["s_per_step"])
     result = {"command": f"python bench/train_speed.py --steps {args.steps} --threads {args.threads}",
               "machine": platform.processor() or platform.machine(), "threads": args.threads, "batch_size": 16,
-              "settings": rows, "full": {"s_per_step": rows.get("full", {}).get("s_per_step")},
+              "settings": rows, "full": {"s_per_step": rows.get("full", {}).get("s_per_step"),
+                                         "failed": rows.get("full", {}).get("failed")},
               "best": {"setting": best, "s_per_step": rows[best]["s_per_step"]}}
-    if "full" in rows:
+    if "s_per_step" in rows.get("full", {}):
         result["speedup"] = round(rows["full"]["s_per_step"] / rows[best]["s_per_step"], 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

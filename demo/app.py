@@ -106,6 +106,14 @@ def quick_run(ctx: AppContext) -> str:
             f"When it ends, `{job.name}/best` appears in Step through and Compare by itself.")
 
 
+def jobs_ended(ctx: AppContext) -> str:
+    """A fingerprint of the jobs that have ended: it changes exactly when one more has."""
+    try:
+        return ";".join(f"{j.name}:{j.finished}" for j in jobs.list_jobs(ctx.ws) if j.finished is not None)
+    except OSError:
+        return ""
+
+
 def warm_up(threads: int | None = 1) -> threading.Thread:
     """Import the model stack (torch, transformers) in the background once the app is serving, so start-up does
     not wait for it and the first click mostly does not either.
@@ -143,7 +151,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run", visible=False)
             quick_status = gr.Markdown(elem_id="quick-run-status")
         saved_name = gr.BrowserState("", storage_key="tinythinker-annotator")
-        ended = gr.State("")  # changes when a job ends: every list of models is refreshed then
+        # Changes when any job ends (a Train job, a traces job, the quick run): every list of models is refreshed.
+        ended = gr.State(jobs_ended(ctx))
+        watch = gr.Timer(3.0)
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 explore_load = explore.build(ctx)
@@ -152,13 +162,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 compare_refresh = compare.build(ctx)
             with gr.Tab("Train", id="train"):
-                train_refresh = train.build(ctx, ended)
+                train_refresh = train.build(ctx)
             with gr.Tab("Annotate", id="annotate"):
                 restore_name, annotate_refresh = annotate.build(ctx, saved_name)
             with gr.Tab("Results", id="results"):
                 results_refresh = results.build(ctx)
 
         # App-level events. Lists are filled on every page load and again whenever a job ends.
+        watch.tick(lambda: jobs_ended(ctx), None, ended, api_visibility="private", show_progress="hidden")
         start_quick.click(friendly(lambda: quick_run(ctx), 1, 0), None, quick_status, api_name="quick_run")
         panel_fn = friendly(lambda: start_panel(ctx), 3, 0)
         app.load(panel_fn, None, [panel, start_quick, first_start], api_name="start_panel")

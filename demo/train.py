@@ -156,9 +156,8 @@ def refresh(ctx, job_value, from_value, student_value):
             gr.update(choices=students, value=student_value))
 
 
-def build(ctx, ended: gr.State):
-    """`ended` (app level) changes when a job ends: the app refreshes every tab's lists on it.
-    Returns (refresh fn, inputs, outputs) for the app's list refresh."""
+def build(ctx):
+    """Returns (refresh fn, inputs, outputs) for the app's list refresh (page load, a job's end)."""
     students = student_choices(ctx)
     with gr.Tab("phase 1 · coarse-to-fine"):
         with gr.Row():
@@ -245,7 +244,7 @@ def build(ctx, ended: gr.State):
     show = friendly(lambda name: view(ctx, name), 4, 0)
     outputs = [status, bar, curves, log]
     job.change(show, job, outputs, api_name="job_status")
-    timer.tick(friendly(lambda name: tick(ctx, name), 6, 0), job, [*outputs, ended, kill_row],
+    timer.tick(friendly(lambda name: tick(ctx, name), 5, 0), job, [*outputs, kill_row],
                api_visibility="private", show_progress="hidden")
     stop.click(friendly(lambda name: ask_cancel(ctx, name), 2, 1), job, [confirm_row, confirm_text],
                api_visibility="private")

@@ -26,7 +26,7 @@ from store_helpers import question, trace
 from tinythinker.cli import main
 from tinythinker.store import Store
 
-SETTINGS = settings(max_examples=200, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -97,13 +97,14 @@ def repeated_key(d: dict, nested: str | None, value: Any) -> bytes:
 
 
 @st.composite
-def syntax_error(draw, good: bytes) -> bytes:
-    """A line that is not one JSON object: cut short, another JSON value, or a byte that is not UTF-8."""
+def syntax_error(draw, good: bytes, lists: bool = True) -> bytes:
+    """A line that is not one JSON object: cut short, another JSON value, or a byte that is not UTF-8. (The data
+    loader reads a file that starts with `[` as one JSON array, so there a list line is left to the unit tests.)"""
     how = draw(st.sampled_from(["truncated", "not_object", "bad_byte"]))
     if how == "truncated":
         return good[: draw(st.integers(1, len(good) - 1))]
     if how == "not_object":
-        return dumps(draw(not_of("dict")))
+        return dumps(draw(not_of("dict") if lists else not_of("dict", "list")))
     at = draw(st.integers(0, len(good)))
     return good[:at] + bytes([draw(st.integers(0x80, 0xFF))]) + good[at:]
 
@@ -298,7 +299,7 @@ def bad_question(draw, d: dict, good: list[dict]) -> tuple[bytes, int | None]:
         else:
             d["id"] = ""
     elif family == "syntax":
-        return draw(syntax_error(dumps(d))), None
+        return draw(syntax_error(dumps(d), lists=False)), None
     elif family == "repeated_key":
         nested = "analyses" if isinstance(d.get("analyses"), dict) and draw(st.booleans()) else None
         if nested is None and draw(st.booleans()):

@@ -12,6 +12,7 @@ PAPER_PHASE1 = {
     "lr": 5e-4, "batch_size": 64, "epochs": 10.0, "max_steps": None, "interval": 100, "lr_scheduler": "cosine",
     "warmup_ratio": 0.1, "warmup_steps": 0, "eval_max_new_tokens": 200, "answer_format": "letter",
     "restrict_answer": False, "order": "interval", "lora_r": 0, "cross_attention_lr_scale": 1.0,
+    "group_by_length": False, "target_only_loss": True, "gradient_checkpointing": False,
 }
 PAPER_PHASE2 = {"iterations": 5, "samples": 10, "temperature": 0.7, "beta": 0.5, "alpha": 0.5, "lr": 5e-6,
                 "batch_size": 32, "cycles": 10, "lora_r": 0}

@@ -59,8 +59,10 @@ def test_the_same_traces_reordered_are_the_same_traces(store, tmp_path):
     second = write_jsonl(tmp_path / "b.jsonl", shuffled)
     assert second.read_bytes() != first.read_bytes()
     before = counts(store)
-    with pytest.raises(StoreError, match="20 of its 20 traces are duplicates: 20 are already in the store"):
+    with pytest.raises(StoreError, match="20 of its 20 traces are duplicates: 20 are already in the store") as e:
         store.import_file(second, model="m")
+    # Callers that file the same traces at every start (tinythinker.jobs, tinythinker.shipped) look for this.
+    assert "it was already imported" in str(e.value)
     assert counts(store) == before
     ids = store.import_file(second, model="m", on_duplicate="skip")
     assert ids == [] and ids.duplicates_in_store == 20 and store.count_traces() == 20

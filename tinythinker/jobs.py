@@ -341,6 +341,7 @@ def start(argv: list[str], run_dir: Path, kind: str, memory_estimate: int | None
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env, cwd=Path.cwd())
         _CHILDREN[proc.pid] = proc
+        _REAPED.pop(proc.pid, None)  # a reused pid: what an earlier child of that pid left is not this one's
     log.close()
     job = Job(run_dir=run_dir, pid=proc.pid, argv=argv, kind=kind, started=time.time(),
               memory_estimate=memory_estimate)
@@ -349,6 +350,22 @@ def start(argv: list[str], run_dir: Path, kind: str, memory_estimate: int | None
 
 
 def _save(job: Job) -> None:
+    """Write job.json atomically. A Cancel recorded on disk by another Job object of the same process (the app
+    loads one per request) is never overwritten by a stale copy."""
+    with _LOCK:
+        path = job_dir(job.run_dir) / JOB_FILE
+        if path.is_file():
+            try:
+                disk = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                disk = {}
+            if disk.get("pid") == job.pid and disk.get("cancelled"):
+                job.cancelled = True
+                job.cancel_requested = job.cancel_requested or disk.get("cancel_requested")
+        _write(job)
+
+
+def _write(job: Job) -> None:
     folder = job_dir(job.run_dir)
     tmp = folder / f"{JOB_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(job.to_json())

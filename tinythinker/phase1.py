@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -209,29 +210,39 @@ def build_stage_data(examples: list[tuple[Question, list[Rationale]]], stage_typ
 
 
 class StageDataset(torch.utils.data.Dataset):
-    """Encoded features of all stages, concatenated in stage order (what `StageBatchSampler` indexes)."""
+    """Encoded features of all stages, concatenated in stage order (what `StageBatchSampler` indexes).
+
+    Token ids are kept as one int32 array per example, not Python lists: the full method's ~67,000 CSQA examples
+    take ~80 MB instead of ~2 GB of Python ints. The attention mask (all ones before padding) and the labels
+    (-100 over a causal prompt) are rebuilt per item from the lengths.
+    """
 
     def __init__(self, features: list[dict[str, list[int]]]):
-        self.features = features
+        self._ids = [np.asarray(f["input_ids"], dtype=np.int32) for f in features]
+        self._labels = [np.asarray(f["labels"], dtype=np.int32) for f in features]
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self._ids)
+
+    def length(self, i: int) -> int:
+        return len(self._ids[i])
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return self.features[i]
+        ids = self._ids[i].tolist()
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": self._labels[i].tolist()}
 
 
 def encode_stage_data(student, data: StageData, max_source_length: int, max_target_length: int) -> StageDataset:
-    features: list[dict[str, list[int]]] = []
+    dataset = StageDataset([])
     for s in data.examples:
         pairs = data.examples[s]
-        for i in range(0, len(pairs), 256):
+        for i in range(0, len(pairs), 256):  # chunks: only 256 examples are ever Python lists at once
             chunk = pairs[i:i + 256]
             enc = student.encode([p[0] for p in chunk], [p[1] for p in chunk],
                                  max_source_length=max_source_length, max_target_length=max_target_length)
-            for j in range(len(chunk)):
-                features.append({k: enc[k][j] for k in ("input_ids", "attention_mask", "labels")})
-    return StageDataset(features)
+            dataset._ids += [np.asarray(x, dtype=np.int32) for x in enc["input_ids"]]
+            dataset._labels += [np.asarray(x, dtype=np.int32) for x in enc["labels"]]
+    return dataset
 
 
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -564,7 +575,7 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
     dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
     sampler_args = dict(sizes=data.sizes(), stages=list(data.examples), batch_size=config.batch_size,
                         interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order,
-                        lengths=[len(f["input_ids"]) for f in dataset.features] if config.group_by_length else None)
+                        lengths=[dataset.length(i) for i in range(len(dataset))] if config.group_by_length else None)
     probe = StageBatchSampler(**sampler_args)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
     optimizer = scaled_optimizer(student.model, config)

@@ -32,6 +32,7 @@ PRESETS: dict[str, dict] = {
         "order": "interval",
         "lora_r": 0,  # full fine-tuning
         "cross_attention_lr_scale": 1.0,
+        "no_length_grouping": True,  # the Trainer's uniformly shuffled batches
     },
 }
 
@@ -103,6 +104,9 @@ def register(subparsers) -> None:
     p.add_argument("--full-width-loss", action="store_true",
                    help="compute the training loss from the model's full-width logits instead of at target "
                         "positions only (the same loss, slower; for checking)")
+    p.add_argument("--no-length-grouping", action="store_true",
+                   help="uniformly shuffled batches as in the paper (default: batches of similar length inside "
+                        "each stage segment of the schedule, less padding, same stage order)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: far less memory, about a third more time")
     p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
@@ -122,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
         target_only_loss=not args.full_width_loss, eval_steps=args.eval_steps,
-        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing=args.gradient_checkpointing, group_by_length=not args.no_length_grouping,
         cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed,
         answer_format=args.answer_format, order=args.order,
         restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,

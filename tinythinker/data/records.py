@@ -164,7 +164,9 @@ def read_json_array(path: Path) -> Iterator[tuple[Loc, dict[str, Any]]]:
     try:
         data = loads(text, check=False)
     except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON ({json_error(e)})", file=path, line=e.lineno) from None
+        hint = ("; the file starts with '[', so it is read as one JSON array, and text follows the array"
+                if e.msg == "Extra data" else "")
+        raise DataError(f"malformed JSON ({json_error(e)}){hint}", file=path, line=e.lineno) from None
     if not isinstance(data, list):
         raise DataError(f"expected a JSON array of records, got {type(data).__name__}", file=path)
     for n, obj in enumerate(data, start=1):

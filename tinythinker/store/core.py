@@ -149,7 +149,9 @@ def _duplicates_message(source: str | None, total: int, repeats: list[tuple[str,
     if stored_dups:
         parts.append(f"{len(stored_dups):,} are already in the store (first: {stored_dups[0][0]} is trace "
                      f"{stored_dups[0][1]})")
+    # "already imported" is the phrase callers that file the same traces at every start look for (jobs, shipped).
     rest = (f"--skip-duplicates (on_duplicate='skip') imports the {total - n:,} others" if total > n
+            else "it was already imported: there is nothing new in it" if len(stored_dups) == total
             else "there is nothing new in it")
     return (f"{source or 'the input'}: {n:,} of its {total:,} traces are duplicates: {'; '.join(parts)}. A trace is "
             f"the same trace when model, iteration, question, stage texts and sampling agree. Nothing was "
