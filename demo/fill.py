@@ -44,7 +44,7 @@ def job_line(ctx, name) -> str:
     if job is None:
         return f"no job {name!r}"
     st = jobs.status(job)
-    done = [row for row in jobs.log_tail(job, 200).split("\n") if row.startswith(("imported ", "the same traces"))]
+    done = [row for row in jobs.log_tail(job, 200).split("\n") if row.startswith("imported ")]
     pct = "" if st.fraction is None or st.state != jobs.RUNNING else f" · {round(100 * st.fraction)}%"
     text = f"Traces job **{job.name}**: {st.text}{pct}"
     if done:

@@ -7,7 +7,9 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
+import gradio.networking
 import httpx
 import pytest
 from gradio_client import Client
@@ -61,6 +63,18 @@ def _sampling(tokens):
     return make_sampling(False, 0.7, 0, 1.0, tokens)
 
 
+def _patient_url_ok(url: str, timeout_s: float = 180.0) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.head(url, timeout=30, follow_redirects=False).status_code < 400:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @contextmanager
 def launched_app(root: Path, data_dir: Path | None, shipped_root: Path | None = None, traces: bool = True,
                  default_student: str | None = None):
@@ -71,7 +85,10 @@ def launched_app(root: Path, data_dir: Path | None, shipped_root: Path | None = 
                      default_student=default_student or AppContext.default_student)
     app = build_app(ctx)
     app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    # gradio's launch gives up when its own page does not answer a HEAD in 3 s, which a loaded 2-core machine
+    # (training in the background) does not always manage: wait for it as long as the tests wait for anything.
+    with mock.patch.object(gradio.networking, "url_ok", _patient_url_ok):
+        app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         yield ctx, app.local_url
     finally:

@@ -17,14 +17,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def page_and_ctx(tmp_path_factory, data_dir):
+def browser():
+    """One Chromium for the module (Playwright's sync API allows one instance per thread)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page_and_ctx(browser, tmp_path_factory, data_dir):
     from test_app import launched_app
 
-    with launched_app(tmp_path_factory.mktemp("ws"), data_dir) as (ctx, url), sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with launched_app(tmp_path_factory.mktemp("ws"), data_dir) as (ctx, url):
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.set_default_timeout(60_000)
         page.goto(url)
@@ -32,7 +42,7 @@ def page_and_ctx(tmp_path_factory, data_dir):
         try:
             yield page, ctx
         finally:
-            browser.close()
+            page.close()
 
 
 def test_step_through_in_a_browser(page_and_ctx, tmp_path):
@@ -89,7 +99,7 @@ def test_annotator_name_survives_a_reload(page_and_ctx):
     page.get_by_role("tab", name="Annotate").click()
     page.wait_for_function(
         "() => { const e = document.querySelector('#annotate-annotator textarea, #annotate-annotator input');"
-        " return e && e.value === 'reloader'; }")
+        " return e && e.value === 'reloader'; }", timeout=WAIT)
 
 
 # -- the first-use walk (issue 14): what a new user meets, with screenshots for a person to look at ------------
@@ -106,19 +116,6 @@ def _shot(page, name):
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
     return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser, url):

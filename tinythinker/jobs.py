@@ -1088,7 +1088,7 @@ def _generate(argv: list[str]) -> int:
 
     from tinythinker.data import load_questions
     from tinythinker.pipeline import Sampling, run_pipeline, write_traces
-    from tinythinker.store import Store, StoreError
+    from tinythinker.store import Store
     from tinythinker.students import load_student
 
     questions = load_questions(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
@@ -1116,13 +1116,10 @@ def _generate(argv: list[str]) -> int:
         path = write_traces(out_dir / f"{slug}-{args.data}-{args.split}-{len(questions)}x{args.samples}.jsonl",
                             traces)
         with Store(args.db) as store:
-            try:
-                ids = store.import_file(path, model=name, iteration=0)
-                print(f"imported {len(ids)} traces of {name} into the store", flush=True)
-            except StoreError as e:
-                if "already imported" not in str(e):
-                    raise
-                print(f"the same traces of {name} are already in the store", flush=True)
+            ids = store.import_file(path, model=name, iteration=0, on_duplicate="skip")
+            again = getattr(ids, "duplicates", 0)
+            print(f"imported {len(ids)} traces of {name} into the store"
+                  + (f" ({again} already there)" if again else ""), flush=True)
         del student
     print("generate done", flush=True)
     return 0

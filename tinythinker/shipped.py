@@ -184,13 +184,12 @@ def import_shipped_traces(db: str | os.PathLike, models: list[ShippedModel]) -> 
     with Store(db) as store:
         for m in todo:
             try:
-                out[m.name] = len(store.import_file(m.traces_path, model=m.name, iteration=m.iteration))
+                # Traces already stored (an earlier start) are skipped, one by one: only new ones are added.
+                out[m.name] = len(store.import_file(m.traces_path, model=m.name, iteration=m.iteration,
+                                                    on_duplicate="skip"))
             except StoreError as e:
-                if "already imported" in str(e):
-                    out[m.name] = 0
-                else:
-                    log.warning("shipped traces of %s not imported: %s", m.name, e)
-                    out[m.name] = str(e)
+                log.warning("shipped traces of %s not imported: %s", m.name, e)
+                out[m.name] = str(e)
     return out
 
 

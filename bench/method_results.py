@@ -1,0 +1,75 @@
+"""Issue 11's numbers from the evaluation traces in bench/out: accuracy with a 95% Wilson interval, top-answer
+share and invalid rate per model on the same validation questions, and the flips between pairs of models with an
+exact McNemar p-value. Writes bench/out/method.json (merged into bench/results.json by hand-checked keys) and
+prints the markdown table RESULTS.md holds.
+
+    .venv/bin/python bench/method_results.py --questions 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tinythinker.compare import accuracy, mcnemar, paired  # noqa: E402
+from tinythinker.pipeline import accuracy as pipeline_accuracy  # noqa: E402
+from tinythinker.pipeline import read_traces  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+MODELS = {  # name -> (traces file, what it is)
+    "answer-only LoRA": ("p1-sum-lora.val600.jsonl", "summarize, LoRA r=16, 140 steps"),
+    "answer-only full FT": ("p1-sum-full.val600.jsonl", "summarize, full fine-tuning, 140 steps"),
+    "full method (shipped phase 1)": ("p1-ras.val300.jsonl", "recall_analyze_summarize, LoRA r=16, 105 steps"),
+    "full method, teacher's Recall+Analyze": ("p1-ras.from-summarize.val300.jsonl", "evaluate --from-stage summarize"),
+    "full method, teacher's Recall": ("p1-ras.from-analyze.val300.jsonl", "evaluate --from-stage analyze"),
+    "reflected (shipped)": ("p2-ras.val100.jsonl", "phase 2 from the shipped phase 1 (first 100 questions)"),
+}
+PAIRS = [("answer-only LoRA", "full method (shipped phase 1)"), ("answer-only full FT", "full method (shipped phase 1)"),
+         ("full method (shipped phase 1)", "reflected (shipped)")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=300, help="the first N validation questions, for every model")
+    args = ap.parse_args()
+    traces = {}
+    for name, (file, _) in MODELS.items():
+        if (OUT / file).is_file():
+            traces[name] = read_traces(OUT / file)[:args.questions]
+    rows, flips = {}, {}
+    print("| model | what | questions | accuracy (95% CI) | top-answer share | invalid |")
+    print("|---|---|---|---|---|---|")
+    for name, ts in traces.items():
+        acc, extra = accuracy(ts), pipeline_accuracy(ts)
+        rows[name] = {"file": MODELS[name][0], "questions": len(ts), **acc, "top_answer_share":
+                      extra["top_answer_share"], "invalid_rate": extra["invalid_rate"]}
+        lo, hi = acc["ci_low"], acc["ci_high"]
+        print(f"| {name} | {MODELS[name][1]} | {len(ts)} | {acc['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | "
+              f"{extra['top_answer_share']:.2f} | {extra['invalid_rate']:.1%} |")
+    print("\n| A | B | both right | A right, B wrong | A wrong, B right | both wrong | exact McNemar p |")
+    print("|---|---|---|---|---|---|---|")
+    for a, b in PAIRS:
+        if a not in traces or b not in traces:
+            continue
+        pairs = paired(traces[a], traces[b])
+        rw = sum(x.correct is True and y.correct is not True for x, y in pairs)
+        wr = sum(x.correct is not True and y.correct is True for x, y in pairs)
+        both = sum(x.correct is True and y.correct is True for x, y in pairs)
+        test = mcnemar(rw, wr)
+        test["accuracy_a"] = sum(x.correct is True for x, _ in pairs) / len(pairs)
+        test["accuracy_b"] = sum(y.correct is True for _, y in pairs) / len(pairs)
+        flips[f"{a} -> {b}"] = {"questions": len(pairs), "both_right": both, "right_to_wrong": rw,
+                                "wrong_to_right": wr, "both_wrong": len(pairs) - both - rw - wr, **test}
+        print(f"| {a} ({test['accuracy_a']:.1%}) | {b} ({test['accuracy_b']:.1%}) | {both} | {rw} | {wr} | "
+              f"{len(pairs) - both - rw - wr} | {test['p_value']:.3g} |  ({len(pairs)} questions)")
+    (OUT / "method.json").write_text(json.dumps({"models": rows, "flips": flips}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Write issue 11 / 12's keys into bench/results.json from bench/out (method.json, eval_speed.json, the runs'
+metrics and the shipped models), leaving every other key as it is.
+
+    .venv/bin/python bench/method_results.py --questions 300 && .venv/bin/python bench/update_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tinythinker.shipped import list_shipped  # noqa: E402
+
+OUT, RESULTS = ROOT / "bench" / "out", ROOT / "bench" / "results.json"
+
+
+def load(name: str) -> dict:
+    path = OUT / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main() -> int:
+    results = json.loads(RESULTS.read_text())
+    method = load("method.json").get("models", {})
+    smol = results.setdefault("phase1", {}).setdefault("smollm2-135m", {})
+    for key, name in (("summarize", "answer-only LoRA"), ("summarize_full_ft", "answer-only full FT"),
+                      ("recall_analyze_summarize", "full method (shipped phase 1)"),
+                      ("recall_analyze_summarize_from_summarize", "full method, teacher's Recall+Analyze"),
+                      ("recall_analyze_summarize_from_analyze", "full method, teacher's Recall")):
+        if name in method:
+            m = method[name]
+            smol[key] = {"val_acc": m["accuracy"], "questions": m["questions"], "ci95": [m["ci_low"], m["ci_high"]],
+                         "top_answer_share": m["top_answer_share"], "invalid_rate": m["invalid_rate"],
+                         "traces": f"bench/out/{m['file']}"}
+    smol["recipe_of_record"] = "LoRA r=16, text_letter target read in score mode, cosine with 10% warm-up"
+    metrics = ROOT / "runs" / "p2-ras-lora" / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        iters = [r for r in rows if r.get("kind") in ("iteration", "iteration_end")]
+        p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
+        p2["iterations"] = iters or [r for r in rows if r.get("kind") == "eval"]
+        if "reflected (shipped)" in method:
+            p2["val_acc_300"] = method["reflected (shipped)"]["accuracy"]
+        p2["flips"] = load("method.json").get("flips", {})
+    results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
+                           "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}
+                          for m in list_shipped()]
+    if load("eval_speed.json"):
+        results["eval_speed"] = load("eval_speed.json")
+    for name in ("train_speed.json", "pipeline_speed.json"):
+        if load(name):
+            results[name.removesuffix(".json")] = load(name)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"{RESULTS}: {', '.join(sorted(results))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
