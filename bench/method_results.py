@@ -27,7 +27,7 @@ MODELS = {  # name -> (traces file, what it is)
     "full method (shipped phase 1)": ("p1-ras.val300.jsonl", "recall_analyze_summarize, LoRA r=16, 105 steps"),
     "full method, teacher's Recall+Analyze": ("p1-ras.from-summarize.val300.jsonl", "evaluate --from-stage summarize"),
     "full method, teacher's Recall": ("p1-ras.from-analyze.val300.jsonl", "evaluate --from-stage analyze"),
-    "reflected (shipped)": ("p2-ras.val100.jsonl", "phase 2 from the shipped phase 1 (first 100 questions)"),
+    "reflected (shipped)": ("p2-ras.val100.jsonl", "phase 2 from the shipped phase 1 (first 60 questions)"),
 }
 PAIRS = [("answer-only LoRA", "full method (shipped phase 1)"), ("answer-only full FT", "full method (shipped phase 1)"),
          ("full method (shipped phase 1)", "reflected (shipped)")]

@@ -70,6 +70,8 @@ def start_panel(ctx) -> tuple:
         parts.append(f"### No trained model yet\nThere is no trained run in `{ctx.ws.runs_dir}`. An untrained "
                      "student has not learned the stage formats, so the tabs below have little real to show; "
                      "the untrained default can still be picked in Step through, marked as untrained.")
+    else:
+        parts.append("### Your runs\nStep through, Compare and Results list your trained checkpoints.")
     problem = ctx.data_problem()
     settings = jobs.quick_run_settings(student=ctx.default_student)
     if problem is None:
@@ -85,8 +87,9 @@ def start_panel(ctx) -> tuple:
                      "`python app.py --data-dir DIR` (or set `TINYTHINKER_DATA_DIR=DIR`), with DIR laid out as "
                      "docs/DATA.md says; with network access the Hugging Face hub works too.")
         offer = False
-    visible = bool(shipped) or not ctx.has_trained()
-    return "\n\n".join(parts), gr.update(visible=offer), gr.update(visible=visible)
+    # Open on a first start (nothing trained) and while shipped students are the thing to look at; once the user
+    # has runs of their own it stays on the page, closed: the quick run remains an option.
+    return "\n\n".join(parts), gr.update(visible=offer), gr.update(open=bool(shipped) or not ctx.has_trained())
 
 
 def quick_run(ctx: AppContext) -> str:
@@ -146,7 +149,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         gr.Markdown("# TinyThinker Studio\nRecall → Analyze → Summarize, distilled into a small student.")
         with gr.Accordion("What is TinyThinker? The method in two minutes", open=False, elem_id="method"):
             gr.Markdown(METHOD, elem_id="method-text")
-        with gr.Group(visible=True) as first_start:
+        with gr.Accordion("Start here: what is ready, and the quick run", open=True,
+                          elem_id="first-start-box") as first_start:
             panel = gr.Markdown("Checking what is ready...", elem_id="first-start")
             start_quick = gr.Button("Start a quick run", variant="primary", elem_id="quick-run", visible=False)
             quick_status = gr.Markdown(elem_id="quick-run-status")

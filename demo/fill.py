@@ -3,7 +3,6 @@ samples per question) that imports what it writes into the store, or the upload 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -54,12 +53,17 @@ def job_line(ctx, name) -> str:
     return text
 
 
-def tick(ctx, name):
-    """Redraw the job's line while it runs (and once just after it ends)."""
+def tick(ctx, name, drawn):
+    """Redraw the job's line while it runs, and once more after it has ended (`drawn`: the ended job last drawn,
+    however late the timer fires)."""
     job = jobs.load_job(ctx.ws.run_dir(name, "job name")) if name else None
-    if job is None or (jobs.refresh(job).finished is not None and time.time() - job.finished > 5):
+    if job is None:
         return gr.skip()
-    return job_line(ctx, name)
+    jobs.refresh(job)
+    ended = f"{job.name}:{job.finished}" if job.finished is not None else ""
+    if ended and ended == drawn:
+        return gr.skip()
+    return job_line(ctx, name), ended
 
 
 def import_upload(ctx, path, model):
@@ -106,7 +110,9 @@ def build(ctx):
     go.click(friendly(lambda *a: start_generate(ctx, *a), 2, 1), [models, benchmark, split, limit, samples,
                                                                    temperature], [running, status],
              api_name="annotate_generate")
-    timer.tick(friendly(lambda n: tick(ctx, n)), running, status, api_visibility="private", show_progress="hidden")
+    drawn = gr.State("")
+    timer.tick(friendly(lambda n, d: tick(ctx, n, d), 2, 0), [running, drawn], [status, drawn],
+               api_visibility="private", show_progress="hidden")
     b_import.click(friendly(lambda *a: import_upload(ctx, *a), 1, 0), [upload, upload_model], status,
                    api_name="annotate_upload")
 

@@ -104,18 +104,18 @@ def view(ctx, name):
     return status, _bar(st), plots.training_curves(read_metrics(job.run_dir), title=job.name), jobs.log_tail(job)
 
 
-def tick(ctx, name):
-    """The timer's refresh: redraw only while the job runs (and once just after it ends). When it has just
-    ended, `ended` changes, which refreshes the model lists of every tab."""
+def tick(ctx, name, drawn):
+    """The timer's refresh: redraw while the job runs, and once more after it has ended (`drawn` remembers the
+    ended job last drawn, however late the timer fires on a busy machine)."""
     job = jobs.load_job(ctx.ws.run_dir(name, "job")) if name else None
     if job is None:
         return (gr.skip(),) * 6
     jobs.refresh(job)
-    if job.finished is not None and time.time() - job.finished > 5:
+    ended = f"{job.name}:{job.finished}" if job.finished is not None else ""
+    if ended and ended == drawn:
         return (gr.skip(),) * 6
-    stamp = f"{job.name}:{job.finished}" if job.finished is not None else gr.skip()
     stopping = job.finished is None and job.cancel_requested is not None
-    return (*view(ctx, name), stamp, gr.update(visible=stopping))
+    return (*view(ctx, name), gr.update(visible=stopping), ended)
 
 
 def ask_cancel(ctx, name):
@@ -244,7 +244,8 @@ def build(ctx):
     show = friendly(lambda name: view(ctx, name), 4, 0)
     outputs = [status, bar, curves, log]
     job.change(show, job, outputs, api_name="job_status")
-    timer.tick(friendly(lambda name: tick(ctx, name), 5, 0), job, [*outputs, kill_row],
+    drawn = gr.State("")
+    timer.tick(friendly(lambda name, d: tick(ctx, name, d), 6, 0), [job, drawn], [*outputs, kill_row, drawn],
                api_visibility="private", show_progress="hidden")
     stop.click(friendly(lambda name: ask_cancel(ctx, name), 2, 1), job, [confirm_row, confirm_text],
                api_visibility="private")

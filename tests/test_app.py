@@ -34,10 +34,11 @@ STEP_DEFAULTS = dict(stage_type="recall_analyze_summarize", source="benchmark", 
                      timings=None)
 
 
-def make_workspace(root: Path, data_dir: Path | None, traces: bool = True) -> Workspace:
+def make_workspace(root: Path, data_dir: Path | None, traces: bool = True, runs: bool = True) -> Workspace:
     """Two tiny bert2bert 'runs' (different seeds, so they disagree) and a store holding a few of their traces
-    (none with `traces=False`: an empty queue). `data_dir=None` is an instance without benchmark data."""
-    for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
+    (none with `traces=False`: an empty queue; no runs either with `runs=False`: a first start). `data_dir=None`
+    is an instance without benchmark data."""
+    for name, seed in (("tiny-a", 0), ("tiny-b", 1)) if runs else ():
         run = root / "runs" / name
         tiny_student("bert2bert", seed=seed).save(run / "best")
         (run / "config.json").write_text(json.dumps({"command": "train", "student": "tiny", "data": "csqa",
@@ -46,8 +47,9 @@ def make_workspace(root: Path, data_dir: Path | None, traces: bool = True) -> Wo
             json.dumps({"kind": "train", "step": 1, "loss": 2.0, "stage": "recall"}) + "\n"
             + json.dumps({"kind": "eval", "step": 1, "accuracy": 0.2 + seed / 10}) + "\n")
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "runs").mkdir(parents=True, exist_ok=True)
     ws = Workspace(runs_dir=root / "runs", db=root / "annotations" / "t.db", data_dir=data_dir)
-    if not traces or data_dir is None:
+    if not traces or not runs or data_dir is None:
         return ws
     questions = load_questions("csqa", "validation", data_dir=data_dir, limit=3)
     traces = run_pipeline(load_student(ws.runs_dir / "tiny-a" / "best"), questions,
@@ -77,11 +79,12 @@ def _patient_url_ok(url: str, timeout_s: float = 180.0) -> bool:
 
 @contextmanager
 def launched_app(root: Path, data_dir: Path | None, shipped_root: Path | None = None, traces: bool = True,
-                 default_student: str | None = None):
+                 default_student: str | None = None, runs: bool = True):
     """The app over a fresh tiny workspace, served on 127.0.0.1: yields (context, url); closed afterwards.
     Shared by the gradio_client, Train-tab and browser tests. No shipped models unless `shipped_root` names a
     folder of them (tests/shipped_helpers.py); `default_student` (e.g. a tiny run) replaces the real default."""
-    ctx = AppContext(ws=make_workspace(root, data_dir, traces=traces), shipped_root=shipped_root or root / "none",
+    ctx = AppContext(ws=make_workspace(root, data_dir, traces=traces, runs=runs),
+                     shipped_root=shipped_root or root / "none",
                      default_student=default_student or AppContext.default_student)
     app = build_app(ctx)
     app.queue()
