@@ -83,7 +83,8 @@ def start_panel(ctx) -> tuple:
         offer = True
     else:
         parts.append("#### Quick run not offered\nThe app cannot read the CSQA training data here "
-                     f"({problem.splitlines()[0][:300]}). Point it at the data and start it again: "
+                     f"({problem.splitlines()[0].split(' Without network access')[0][:400].rstrip('. ')}). "
+                     "Point it at the data and start it again: "
                      "`python app.py --data-dir DIR` (or set `TINYTHINKER_DATA_DIR=DIR`), with DIR laid out as "
                      "docs/DATA.md says; with network access the Hugging Face hub works too.")
         offer = False

@@ -203,7 +203,7 @@ def test_the_annotate_queue_filled_from_the_ui_and_labelled_with_the_keyboard(wa
     _shot(page, "04-empty-queue")
     page.locator("#fill-limit input").fill("2")
     page.locator("#fill-generate").click()
-    page.locator("#fill-status").get_by_text("Press Next in queue").wait_for(timeout=JOB_WAIT)
+    page.locator("#fill-status").get_by_text(re.compile(r"imported \d+ traces")).wait_for(timeout=JOB_WAIT)
     _shot(page, "05-traces-job-done")
     page.locator("#annotate-next").click()
     page.locator("#annotate-header").get_by_text(re.compile(r"trace \d+ ")).first.wait_for()

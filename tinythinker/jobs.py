@@ -971,7 +971,9 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
     if shape.get("lora"):
         lora = True
     need = _estimate_formula(command, shape, batch, lora, rows, tokens)
-    basis = (f"estimate: {shape['params'] / 1e6:.0f}M parameters, {what}, rows of {tokens} tokens, "
+    millions = shape["params"] / 1e6
+    size = f"{millions:.0f}M" if millions >= 10 else f"{millions:.2g}M"
+    basis = (f"estimate: {size} parameters, {what}, rows of {tokens} tokens, "
              + ("inference only" if command == "generate" else ("LoRA" if lora else "full fine-tuning")))
     if ws is not None:  # an earlier job of the same kind was killed at some peak: it needed at least that
         killed = [j.peak_rss for j in list_jobs(ws) if j.peak_rss and _job_key(j.argv) == key
