@@ -217,14 +217,15 @@ def test_the_annotate_queue_filled_from_the_ui_and_labelled_with_the_keyboard(wa
         mine = store.labels(annotator="walker")
     assert sorted((lab.stage, lab.option, lab.verdict) for lab in mine) == [
         ("analyze", "A", "good"), ("analyze", "B", "bad"), ("recall", None, "good")]
-    # The job's end refreshed the other tabs' lists by itself: the Train tab lists the traces job.
-    page.get_by_role("tab", name="Train").click()
-    page.locator("#train-job").click()
+    # The job's end refreshed the other tabs' lists by itself (no click on a refresh button): the Train tab's job
+    # list, empty at page load, now holds the traces job and shows it.
     from tinythinker import jobs
 
     name = next(j.name for j in jobs.list_jobs(ctx.ws) if j.kind == "traces")
-    page.get_by_role("option", name=name).wait_for()
-    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_function(
+        "(name) => { const e = document.querySelector('#train-job input'); return e && e.value === name; }",
+        arg=name, timeout=WAIT)
 
 
 def test_a_cancelled_job_keeps_its_checkpoint(walk):
