@@ -83,6 +83,20 @@ def _shipped_cache(ctx, name, settings, split, questions):
     return [by_id[q.id] for q in questions]
 
 
+def covered_questions(ctx, a, b) -> int:
+    """For two shipped students: how many first validation questions both have cached traces for (so comparing
+    them opens at once); 0 (all) otherwise."""
+    from tinythinker.shipped import read_cached_traces
+
+    models = [ctx.shipped_model(a) if a else None, ctx.shipped_model(b) if b else None]
+    if not all(m is not None and m.has_traces for m in models):
+        return 0
+    try:
+        return min(len(read_cached_traces(m)) for m in models)
+    except (OSError, ValueError):
+        return 0
+
+
 def split_traces(ctx, a, b, benchmark, split, limit, progress=None, mode=FOLLOW):
     from tinythinker.stages import DEFAULT_STAGE_TYPE
 
@@ -210,7 +224,9 @@ def build(ctx):
         with gr.Row():
             benchmark = gr.Dropdown(list(BENCHMARKS), value="csqa", label="benchmark")
             split = gr.Dropdown(list(SPLITS), value="validation", label="split")
-            limit = gr.Number(0, precision=0, minimum=0, label="first N questions (0 = all)", elem_id="compare-limit")
+            limit = gr.Number(covered_questions(ctx, default_a, default_b), precision=0, minimum=0,
+                              label="first N questions (0 = all; preset to what cached traces of a shipped pair "
+                                    "cover)", elem_id="compare-limit")
         kind = gr.Radio([ALL, *FLIP_KINDS], value=ALL, label="show", elem_id="compare-filter")
         run_split = gr.Button("Compare over the split", variant="primary", elem_id="compare-run-split")
         summary = gr.Markdown(elem_id="compare-summary")

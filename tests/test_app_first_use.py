@@ -76,6 +76,9 @@ def test_step_through_runs_a_shipped_student(shipped_app, data_dir):
 
 def test_compare_uses_the_shipped_cached_traces(shipped_app):
     ctx, client, root = shipped_app
+    # The split comparison is preset to the questions both cached trace files cover.
+    assert compare.covered_questions(ctx, "tt-phase1", "tt-reflected") == N_TRACES
+    assert compare.covered_questions(ctx, "tiny-a/best", "tt-reflected") == 0
     loads = ctx.students.loads
     summary, table, _ = client.predict("tt-phase1", "tt-reflected", "csqa", "validation", N_TRACES,
                                        "all disagreements", "each model's own", api_name="/compare_split")
