@@ -20,6 +20,7 @@ Text conventions every trainer and the pipeline share (so training and inference
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -353,14 +354,9 @@ class Student:
         try:
             row = torch.tensor([i for i, cs in enumerate(choices) for _ in cs], device=self.device)
             flat = [c for cs in choices for c in cs]
-            cand = self.target_ids(flat)
-            width = max(len(x) for x in cand)
-            ids = torch.full((len(cand), width), self.pad_id, dtype=torch.long)
-            cmask = torch.zeros((len(cand), width), dtype=torch.long)
-            for i, x in enumerate(cand):
-                ids[i, :len(x)] = torch.tensor(x)
-                cmask[i, :len(x)] = 1
-            ids, cmask = ids.to(self.device), cmask.to(self.device)
+            padded = self._batch(self.target_ids(flat), "right")
+            ids, cmask = padded["input_ids"], padded["attention_mask"]
+            width = ids.shape[1]
             if self.kind == SEQ2SEQ:
                 batch = self._batch(self._input_ids(list(inputs), self.max_source_length), "right")
                 encoded = core.get_encoder()(**batch)
@@ -445,11 +441,17 @@ def _core(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _cache_kwarg(model) -> str:
-    # transformers 5.x renames `past_key_values` to `cache` (the old name warns until it is removed).
+@functools.cache
+def _cache_kwarg_of(model_class: type) -> str:
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _cache_kwarg(model) -> str:
+    # transformers 5.x renames `past_key_values` to `cache` (the old name warns until it is removed). Read once per
+    # model class: this runs on every scoring and Analyze batch.
+    return _cache_kwarg_of(type(model))
 
 
 def completion_logprobs(student: Student, input_ids: torch.Tensor, attention_mask: torch.Tensor,
