@@ -25,6 +25,15 @@ def test_interval_order_interval_two():
     assert cycle_steps(("summarize",), 20, 5) == 20
 
 
+def test_equal_order_gives_every_stage_interval_steps_per_visit():
+    R, A, S = "recall", "analyze", "summarize"
+    order = interval_order({R: 4, A: 9, S: 4}, STAGES, interval=2, n_options=3, order="equal")
+    assert order == [R, R, A, A, S, S, R, R, A, A, S, S, A, A, A, A, A]
+    assert cycle_steps(STAGES, 2, 3, "equal") == 6
+    s = StageBatchSampler({R: 8, A: 18, S: 8}, STAGES, batch_size=2, interval=2, n_options=3, order="equal")
+    assert [_stage_of(s, b) for b in s] == order
+
+
 def _stage_of(sampler, batch):
     stages = {sampler.stage_of_index(i) for i in batch}
     assert len(stages) == 1, f"batch mixes stages {stages}"

@@ -82,7 +82,7 @@ class Phase1Config:
     # `stages.ANSWER_FORMATS`: "letter" (the paper's `So the answer is option X.`), "letter_text"
     # (`(X) TEXT. So the answer is option X.`), "text_letter" (`TEXT. So the answer is option X.`)
     answer_format: str = "letter"
-    order: str = "interval"  # "mixed": all stage examples shuffled together (ablation)
+    order: str = "interval"  # "equal": every stage `interval` steps per visit; "mixed": all shuffled (ablation)
     # Summarize at evaluation: False = free (the paper), True/"constrain" = prefix tree of the valid answers,
     # "score" = the valid answer with the best mean log-likelihood (`stages.answer_mode`)
     restrict_answer: bool | str = False
@@ -536,7 +536,7 @@ def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], N
         questions = loaded_val if questions is None else questions
     source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
     data = build_stage_data(examples, config.stage_type, config.answer_format, source_name)
-    cycle = cycle_steps(list(data.examples), config.interval, data.n_options)
+    cycle = cycle_steps(list(data.examples), config.interval, data.n_options, config.order)
     # Creating the arguments sets up the process group under torchrun / accelerate, so the run folder can be
     # made by the main process before the others look at it.
     args = training_args(config, run, cycle, quiet=on_progress is not None)

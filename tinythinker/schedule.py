@@ -24,15 +24,20 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-ORDERS = ("interval", "mixed")
+# "interval" is the paper's rhythm. "equal" is the same rhythm with `interval` steps per visit for every stage, Analyze
+# included, so that Summarize gets a third of the steps instead of 1/(n_options + 2): the "budget" hypothesis of
+# a CPU run whose step count is far below the paper's ten epochs. "mixed" is the no-schedule ablation.
+ORDERS = ("interval", "equal", "mixed")
 
 
-def stage_multipliers(stages: Sequence[str], n_options: int) -> dict[str, int]:
-    """Steps per visit, in units of `interval`: Analyze has one example per option, so it gets that many times more."""
-    return {s: (n_options if s == "analyze" else 1) for s in stages}
+def stage_multipliers(stages: Sequence[str], n_options: int, order: str = "interval") -> dict[str, int]:
+    """Steps per visit, in units of `interval`: Analyze has one example per option, so the paper gives it that many
+    times more; `order="equal"` gives every stage the same."""
+    return {s: (n_options if s == "analyze" and order != "equal" else 1) for s in stages}
 
 
-def interval_order(steps: dict[str, int], stages: Sequence[str], interval: int, n_options: int) -> list[str]:
+def interval_order(steps: dict[str, int], stages: Sequence[str], interval: int, n_options: int,
+                   order: str = "interval") -> list[str]:
     """The stage of every optimizer step in one epoch, given how many steps each stage's data fills.
 
     Visit the stages in order, `interval x multiplier` steps each, skipping a stage once its steps are used up,
@@ -40,7 +45,7 @@ def interval_order(steps: dict[str, int], stages: Sequence[str], interval: int, 
     """
     if interval < 1:
         raise ValueError(f"interval must be at least 1, got {interval}")
-    mult = stage_multipliers(stages, n_options)
+    mult = stage_multipliers(stages, n_options, order)
     left = {s: steps.get(s, 0) for s in stages}
     order: list[str] = []
     while any(left.values()):
@@ -51,9 +56,9 @@ def interval_order(steps: dict[str, int], stages: Sequence[str], interval: int, 
     return order
 
 
-def cycle_steps(stages: Sequence[str], interval: int, n_options: int) -> int:
+def cycle_steps(stages: Sequence[str], interval: int, n_options: int, order: str = "interval") -> int:
     """Length in optimizer steps of one full schedule cycle while no stage is used up."""
-    mult = stage_multipliers(stages, n_options)
+    mult = stage_multipliers(stages, n_options, order)
     return interval * sum(mult[s] for s in stages)
 
 
@@ -63,7 +68,7 @@ class StageBatchSampler(torch.utils.data.Sampler):
     `sizes[s]` is the number of examples of stage s. Each epoch every stage is shuffled (seed + epoch), cut into
     optimizer steps of `batch_size x world_size x grad_accum` examples (the last one topped up from the start of
     the same shuffled stage so that every process gets full batches), and the steps are ordered by the schedule.
-    `order="mixed"` is the ablation: all examples of all stages shuffled together, no schedule.
+    `order="equal"` is the same rhythm with every stage at `interval` steps per visit; `order="mixed"` is the ablation: all examples of all stages shuffled together, no schedule.
     """
 
     def __init__(self, sizes: dict[str, int], stages: Sequence[str], *, batch_size: int, interval: int,
@@ -112,7 +117,7 @@ class StageBatchSampler(torch.utils.data.Sampler):
         """The stage of every optimizer step of an epoch (the same for every epoch); 'mixed' for the ablation."""
         if self.order == "mixed":
             return ["mixed"] * math.ceil(self.total / self._step_examples())
-        return interval_order(self.steps_per_stage(), self.stages, self.interval, self.n_options)
+        return interval_order(self.steps_per_stage(), self.stages, self.interval, self.n_options, self.order)
 
     def __len__(self) -> int:
         return len(self.step_stages()) * self.per_step

@@ -89,7 +89,9 @@ def register(subparsers) -> None:
                    help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'; "
                         "text_letter: 'TEXT. So the answer is option X.'")
     p.add_argument("--order", default=d.order, choices=ORDERS,
-                   help="interval: the paper's schedule; mixed: all stages shuffled together (ablation)")
+                   help="interval: the paper's schedule (Analyze gets n_options x interval steps per visit); equal: "
+                        "every stage interval steps per visit, so Summarize gets a third of the steps; mixed: all "
+                        "stages shuffled together (ablation)")
     p.add_argument("--restrict-answer", nargs="?", const="constrain", default=False, choices=("constrain", "score"),
                    help="at evaluation, Summarize writes one of the question's valid answers: 'constrain' (the "
                         "default when given bare) decodes in a prefix tree of them, 'score' picks the one with the "
