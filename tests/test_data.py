@@ -208,3 +208,36 @@ def test_hub_rows_are_reshaped_like_local_files(monkeypatch):
     assert s.answer == "A" and s.id.startswith("h-") and s.meta["facts"] == ["f."]
     assert calls == [("tau/commonsense_qa", None, "train"), ("tau/commonsense_qa", None, "validation"),
                      ("allenai/openbookqa", "additional", "validation"), ("ChilleD/StrategyQA", None, "test")]
+
+
+def test_unreachable_hub_fails_fast_in_offline_mode_with_the_local_hint(monkeypatch):
+    """An offline machine is told at once (no minute of retries), and a dataset cached earlier would still load:
+    the call runs with datasets' and huggingface_hub's offline flags set."""
+    import datasets
+    import datasets.config
+    import huggingface_hub.constants
+
+    from tinythinker.data import hub
+
+    seen = []
+
+    def fake_load_dataset(repo, config=None, split=None):
+        seen.append((datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE))
+        raise ConnectionError("offline, not cached")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    with pytest.raises(MissingDataError, match=r"unreachable from this machine.*csqa/train_rand_split\.jsonl"):
+        load_questions("csqa", "train", data_dir="hub")
+    assert seen == [(True, True)]
+
+
+def test_hub_reachable_honours_hf_hub_offline(monkeypatch):
+    from tinythinker.data import hub
+
+    def no_socket(*a, **k):
+        raise AssertionError("HF_HUB_OFFLINE=1 must not open a connection")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub.socket, "create_connection", no_socket)
+    assert hub.hub_reachable() is False

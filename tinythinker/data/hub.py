@@ -5,7 +5,9 @@ Rows are reshaped into the local files' layout so one parser (and one set of che
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket
 from typing import Any
 
 from tinythinker.data.errors import MissingDataError
@@ -32,16 +34,47 @@ def hub_rows(name: str, part: str, local_file: str) -> tuple[str, list[dict[str,
     repo, config = HUB_DATASETS[name]
     split = HUB_SPLITS[name][part]
     label = f"hub:{repo}" + (f"/{config}" if config else "") + f"[{split}]"
+    reachable = hub_reachable()
     try:
         import datasets
 
-        ds = datasets.load_dataset(repo, config, split=split)
+        with contextlib.nullcontext() if reachable else _offline_mode():
+            ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # offline, unknown id, moved files: all end the same way for the user
+        why = "" if reachable else "the hub is unreachable from this machine and the dataset is not in the local cache; "
         raise MissingDataError(
-            f"could not load {name} ({label}) from the Hugging Face hub: {type(e).__name__}: {e}. "
+            f"could not load {name} ({label}) from the Hugging Face hub: {why}{type(e).__name__}: {e}. "
             + LOCAL_HINT.format(file=local_file)
         ) from e
     return label, [_reshape(name, dict(row)) for row in ds]
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub, so that an offline machine fails in seconds: `datasets` itself retries
+    every request five times with back-off, a minute of silence before the same error."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_mode():
+    """`datasets` and `huggingface_hub` in offline mode for one call, so a dataset cached earlier still loads
+    (both read these flags at call time, not only at import)."""
+    from unittest import mock
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
+            mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+        yield
 
 
 def _choices(choices: dict[str, list[str]]) -> list[dict[str, str]]:
