@@ -21,16 +21,26 @@ from tinythinker.pipeline import accuracy as pipeline_accuracy  # noqa: E402
 from tinythinker.pipeline import read_traces  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
-MODELS = {  # name -> (traces file, what it is)
-    "answer-only LoRA": ("p1-sum-lora.val600.jsonl", "summarize, LoRA r=16, 140 steps"),
-    "answer-only full FT": ("p1-sum-full.val600.jsonl", "summarize, full fine-tuning, 140 steps"),
-    "full method (shipped phase 1)": ("p1-ras.val300.jsonl", "recall_analyze_summarize, LoRA r=16, 105 steps"),
-    "full method, teacher's Recall+Analyze": ("p1-ras.from-summarize.val300.jsonl", "evaluate --from-stage summarize"),
-    "full method, teacher's Recall": ("p1-ras.from-analyze.val300.jsonl", "evaluate --from-stage analyze"),
-    "reflected (shipped)": ("p2-ras.val100.jsonl", "phase 2 from the shipped phase 1 (first 60 questions)"),
+TRACES = ROOT / "bench" / "traces"  # committed: evaluation traces of the runs whose checkpoints are not kept
+SHIPPED = ROOT / "demo" / "models"
+# name -> (traces file, what it is); a file that is not there (bench/out is not committed) is left out.
+MODELS = {
+    "answer-only LoRA": (OUT / "p1-sum-lora.val600.jsonl", "summarize, LoRA r=16, 140 steps"),
+    "answer-only full FT": (OUT / "p1-sum-full.val600.jsonl", "summarize, full fine-tuning, 140 steps"),
+    "full method, paper rhythm (shipped p1)": (SHIPPED / "tinythinker-smollm2-p1" / "traces" / "validation.jsonl",
+                                               "recall_analyze_summarize, LoRA r=16, 105 steps, 15 on Summarize"),
+    "full method, equal rhythm (shipped p1-equal)": (
+        SHIPPED / "tinythinker-smollm2-p1-equal" / "traces" / "validation.jsonl",
+        "recall_analyze_summarize --order equal, LoRA r=16, 210 steps, 70 on Summarize"),
+    "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-ras-equal.from-summarize.val100.jsonl",
+                                               "evaluate --from-stage summarize"),
+    "reflected (shipped)": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
+                            "phase 2 iteration 1 from the shipped paper-rhythm p1 (first 60 questions)"),
 }
-PAIRS = [("answer-only LoRA", "full method (shipped phase 1)"), ("answer-only full FT", "full method (shipped phase 1)"),
-         ("full method (shipped phase 1)", "reflected (shipped)")]
+PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
+         ("answer-only LoRA", "full method, equal rhythm (shipped p1-equal)"),
+         ("full method, paper rhythm (shipped p1)", "full method, equal rhythm (shipped p1-equal)"),
+         ("full method, paper rhythm (shipped p1)", "reflected (shipped)")]
 
 
 def main() -> int:
@@ -39,14 +49,14 @@ def main() -> int:
     args = ap.parse_args()
     traces = {}
     for name, (file, _) in MODELS.items():
-        if (OUT / file).is_file():
-            traces[name] = read_traces(OUT / file)[:args.questions]
+        if file.is_file():
+            traces[name] = read_traces(file)[:args.questions]
     rows, flips = {}, {}
     print("| model | what | questions | accuracy (95% CI) | top-answer share | invalid |")
     print("|---|---|---|---|---|---|")
     for name, ts in traces.items():
         acc, extra = accuracy(ts), pipeline_accuracy(ts)
-        rows[name] = {"file": MODELS[name][0], "questions": len(ts), **acc, "top_answer_share":
+        rows[name] = {"file": str(MODELS[name][0].relative_to(ROOT)), "questions": len(ts), **acc, "top_answer_share":
                       extra["top_answer_share"], "invalid_rate": extra["invalid_rate"]}
         lo, hi = acc["ci_low"], acc["ci_high"]
         print(f"| {name} | {MODELS[name][1]} | {len(ts)} | {acc['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | "
@@ -67,6 +77,7 @@ def main() -> int:
                                 "wrong_to_right": wr, "both_wrong": len(pairs) - both - rw - wr, **test}
         print(f"| {a} ({test['accuracy_a']:.1%}) | {b} ({test['accuracy_b']:.1%}) | {both} | {rw} | {wr} | "
               f"{len(pairs) - both - rw - wr} | {test['p_value']:.3g} |  ({len(pairs)} questions)")
+    OUT.mkdir(exist_ok=True)
     (OUT / "method.json").write_text(json.dumps({"models": rows, "flips": flips}, indent=2) + "\n")
     return 0
 
