@@ -211,6 +211,15 @@ def export(ctx, fmt, name, which):
     return {**manifest, "folder": str(out)}, zipped
 
 
+def push(ctx, name, repo_id):
+    """Push the export folder `name` (exported in the hf format) to the Hub; offline, the message says so and that
+    the local export is complete (tinythinker.store.hub)."""
+    from tinythinker.store.hub import push_export
+
+    out = ctx.ws.annotations_dir / check_name(name, "export name")
+    return {"pushed": push_export(out, repo_id), "folder": str(out)}
+
+
 def stats(ctx):
     with Store(ctx.ws.db) as store:
         out = store.stats()
@@ -388,6 +397,10 @@ def build(ctx, saved_name: gr.BrowserState):
             b_export = gr.Button("Export", elem_id="annotate-export")
             b_stats = gr.Button("Statistics")
             export_dl = gr.DownloadButton("Download the export (zip)", elem_id="annotate-export-download")
+        with gr.Row():
+            hub_repo = gr.Textbox(label="Hugging Face dataset repository (user/name) for an hf-format export",
+                                  placeholder="user/tinythinker-pairs", elem_id="annotate-hub-repo")
+            b_push = gr.Button("Push the export to the Hub", elem_id="annotate-hub-push")
         report = gr.JSON(label="result")
     with gr.Accordion("pairwise: which of two texts is better (keys 1 / 2 / = / s)", open=False):
         with gr.Row():
@@ -455,6 +468,8 @@ def build(ctx, saved_name: gr.BrowserState):
     b_undo.click(friendly(lambda a: undo(ctx, a), n_out, 1), annotator, outputs, api_name="annotate_undo")
     b_export.click(friendly(lambda *a: export(ctx, *a), 2, 0, as_json=True), [fmt, out_name, which], [report, export_dl],
                    api_name="annotate_export")
+    b_push.click(friendly(lambda *a: push(ctx, *a), 1, 0, as_json=True), [out_name, hub_repo], report,
+                 api_name="annotate_push")
     b_stats.click(friendly(lambda: stats(ctx)), None, report, api_name="annotate_stats")
     annotator.change(lambda name: name, annotator, saved_name, api_visibility="private")
     b_guide.click(friendly(lambda *a: save_guideline(ctx, *a)), [guide_text, annotator], [guide, guide_text],

@@ -51,20 +51,21 @@ def _launch(ctx, settings, argv, kind):
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
                  batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free",
-                 cross_attention_lr_scale=1.0):
+                 cross_attention_lr_scale=1.0, lora_r=0):
     settings = TrainSettings(run=run, data=data, student=student, stage_type=stage_type, interval=interval,
                              epochs=epochs, limit=limit, eval_limit=eval_limit, max_steps=max_steps,
                              batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                              answer_format=answer_format, restrict_answer=restrict_answer,
-                             cross_attention_lr_scale=cross_attention_lr_scale)
+                             cross_attention_lr_scale=cross_attention_lr_scale, lora_r=lora_r)
     return _launch(ctx, settings, jobs.train_args(settings, ctx.ws), "phase 1")
 
 
 def start_phase2(ctx, run, from_run, iterations, samples, stage_type, pairs, limit, eval_limit, beta, alpha, lr,
-                 seed):
+                 seed, refuse_failing_pairs=False, lora_r=0):
     settings = ReflectSettings(run=run, from_run=from_run, iterations=iterations, samples=samples,
                                stage_type=stage_type, pairs=pairs, limit=limit, eval_limit=eval_limit, beta=beta,
-                               alpha=alpha, lr=lr, seed=seed)
+                               alpha=alpha, lr=lr, seed=seed, refuse_failing_pairs=bool(refuse_failing_pairs),
+                               lora_r=lora_r)
     return _launch(ctx, settings, jobs.reflect_args(settings, ctx.ws), "phase 2")
 
 
@@ -179,6 +180,8 @@ def build(ctx):
         with gr.Row():
             p1_warmup = gr.Number(50, precision=0, label="warm-up steps", elem_id="train-p1-warmup")
             p1_xattn = gr.Number(1.0, label="cross-attention lr x (bert2bert only, where 10 learned; 1 otherwise)")
+            p1_lora = gr.Number(0, precision=0, label="LoRA rank (0 = full fine-tuning; 16 trained the shipped "
+                                                     "students, with learning rate 5e-4)", elem_id="train-p1-lora")
             p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="text_letter",
                                     label="answer target (letter = the paper's; letter_text / text_letter add the "
                                           "option's words after / before the letter)")
@@ -200,6 +203,9 @@ def build(ctx):
             p2_stage = gr.Dropdown(list(DPO_STAGE_TYPES), value="recall_analyze", label="stages to reflect on")
             p2_pairs = gr.Dropdown(list(PAIR_MODES), value="auto",
                                    label="pairs (curated = labelled in Annotate)")
+            p2_refuse = gr.Checkbox(False, label="refuse curated pairs that fail a pair check",
+                                    info="curated / both: the checks of Annotate's pair-check table run first; "
+                                         "off, the job only logs the table", elem_id="train-p2-refuse")
         with gr.Row():
             p2_iter = gr.Number(3, precision=0, label="iterations")
             p2_samples = gr.Number(10, precision=0, label="samples per question")
@@ -209,6 +215,9 @@ def build(ctx):
             p2_alpha = gr.Number(0.5, label="alpha (NLL weight)")
             p2_lr = gr.Number(5e-6, label="learning rate")
             p2_seed = gr.Number(0, precision=0, label="seed")
+            p2_lora = gr.Number(0, precision=0, label="LoRA rank for a student without one (0 = full; a LoRA "
+                                                          "phase-1 run keeps its own adapter)",
+                                elem_id="train-p2-lora")
         p2_go = gr.Button("Start phase 2", variant="primary")
     message = gr.Markdown(elem_id="train-message")
     gr.Markdown("### Jobs")
@@ -234,11 +243,11 @@ def build(ctx):
     # Events, all in one place. Start errors go to the message under the forms, job errors to the status line.
     p1_go.click(friendly(lambda *a: start_phase1(ctx, *a), 2, 1),
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
-                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn], [job, message],
+                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn, p1_lora], [job, message],
                 api_name="start_phase1")
     p2_go.click(friendly(lambda *a: start_phase2(ctx, *a), 2, 1),
                 [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
-                 p2_seed], [job, message], api_name="start_phase2")
+                 p2_seed, p2_refuse, p2_lora], [job, message], api_name="start_phase2")
     refresh_fn = (lambda *v: refresh(ctx, *v)), [job, p2_from, p1_student], [job, p2_from, p1_student]
     b_refresh.click(*refresh_fn, api_visibility="private")
     show = friendly(lambda name: view(ctx, name), 4, 0)

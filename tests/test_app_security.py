@@ -58,7 +58,10 @@ def test_train_args_are_a_validated_list(ws):
     assert argv[argv.index("--max-steps") + 1] == "3"
     assert "--data-dir" in argv
     assert "--restrict-answer" not in argv  # "free", the paper's decoding, by default
-    assert "--cross-attention-lr-scale" not in argv
+    assert "--cross-attention-lr-scale" not in argv and "--lora-r" not in argv  # full fine-tuning by default
+    argv = jobs.train_args(TrainSettings(run="r1", lora_r=16.0), ws)  # gr.Number hands over a float
+    assert argv[argv.index("--lora-r") + 1] == "16"
+    assert jobs.planned_config(TrainSettings(run="r1", lora_r=16), argv)["lora_r"] == 16
     argv = jobs.train_args(TrainSettings(run="r1", cross_attention_lr_scale=10), ws)
     assert argv[argv.index("--cross-attention-lr-scale") + 1] == "10.0"
     for mode, flags in ((True, ["--restrict-answer", "constrain"]), ("constrain", ["--restrict-answer", "constrain"]),
@@ -74,6 +77,7 @@ def test_train_args_are_a_validated_list(ws):
     ("epochs", "nan"), ("lr", "`id`"), ("limit", "10 --max-steps 1"), ("batch_size", True), ("seed", 1.5),
     ("answer_format", "letter --lr 9"), ("restrict_answer", "yes; id"), ("restrict_answer", "score --lr 9"), ("restrict_answer", 1),
     ("cross_attention_lr_scale", "10 --lr 9"), ("cross_attention_lr_scale", 0), ("cross_attention_lr_scale", "nan"), ("warmup_steps", -1),
+    ("lora_r", -4), ("lora_r", "16 --lr 9"), ("lora_r", 2.5),
 ])
 def test_train_args_reject_injected_values(ws, field, value):
     settings = TrainSettings(run="ok")
@@ -85,6 +89,9 @@ def test_train_args_reject_injected_values(ws, field, value):
 def test_reflect_args(ws):
     argv = jobs.reflect_args(ReflectSettings(run="p2", from_run="p1", iterations=2), ws)
     assert argv[3] == "reflect" and argv[argv.index("--from") + 1] == str(ws.runs_dir / "p1")
+    assert "--lora-r" not in argv
+    argv = jobs.reflect_args(ReflectSettings(run="p2", from_run="p1", lora_r=8), ws)
+    assert argv[argv.index("--lora-r") + 1] == "8"
     for bad in ("../../etc", "/tmp", "p1; id"):
         with pytest.raises(WorkspaceError):
             jobs.reflect_args(ReflectSettings(run="p2", from_run=bad), ws)

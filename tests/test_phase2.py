@@ -254,6 +254,79 @@ def test_curated_pairs_replace_the_automatic_ones(tmp_path, monkeypatch, kind):
     assert (tmp_path / "p2" / "best").is_dir() and it["reward_margin"] is not None
 
 
+def _bad_curated_store(db, qs):
+    """Two curated pairs whose chosen side led to the wrong answer and the rejected one to the right answer."""
+    from tinythinker.store import Store
+
+    with Store(db) as store:
+        store.add_pairs([{"prompt": stages.recall_input(q), "chosen": f"the {q.id} is far away",
+                          "rejected": f"the {q.id} is in the house", "stage": "recall", "question_id": q.id,
+                          "provenance": {"chosen_correct": False, "rejected_correct": True}} for q in qs[:2]],
+                        iteration=None, source="curated")
+
+
+@pytest.mark.parametrize("refuse", [True, False])
+def test_refuse_failing_pairs_refuses_bad_curated_pairs_before_anything_and_off_trains(tmp_path, monkeypatch,
+                                                                                         refuse):
+    p1 = tmp_path / "p1"
+    (p1 / "best").mkdir(parents=True)
+    (p1 / "best" / "config.json").write_text("{}")  # never loaded: the test hands the student in
+    (p1 / "config.json").write_text(json.dumps({"command": "train", "data": "csqa",
+                                                "stage_type": "recall_analyze_summarize", "seed": 0}))
+    qs, teacher, val = data()
+    db = str(tmp_path / "store.db")
+    _bad_curated_store(db, qs)
+    evals, trained, events = [], [], []
+    monkeypatch.setattr(phase2, "evaluator", lambda *a, **k: lambda s: evals.append(1) or {
+        "accuracy": 0.5, "invalid_rate": 0.0, "n": 3})
+
+    def fake_train(student, pairs, config, workdir, *a, **k):
+        trained.append(pairs)
+        (workdir / runs.BEST).mkdir()
+        return {"steps": 1, "evals": [], "dpo_loss": 0.1, "reward_margin": 0.0, "reward_accuracy": 0.5,
+                "val_acc": 0.5}
+
+    monkeypatch.setattr(phase2, "train_iteration", fake_train)
+    config = make_config(tmp_path, p1, pairs="curated", iterations=1, samples=1, refuse_failing_pairs=refuse)
+    go = dict(student=object(), questions=qs, teacher=teacher, val_questions=val, on_progress=events.append)
+    if refuse:
+        with pytest.raises(ReflectError) as e:
+            reflect(config, **go)
+        msg = str(e.value)
+        assert msg.startswith("--refuse-failing-pairs: the 2 curated pairs for recall, analyze fail 1 pair check(s)")
+        assert "consistent outcome = 0 (wanted >= 0.8; 2 pairs judged)" in msg
+        assert "Nothing was trained or written" in msg
+        assert not trained and not evals and not (tmp_path / "p2").exists()
+        assert store_rows(db, "SELECT COUNT(*) FROM traces") == [(0,)]
+        assert store_rows(db, "SELECT COUNT(*) FROM pairs") == [(2,)]
+    else:
+        result = reflect(config, **go)
+        assert len(trained) == 1 and len(trained[0]) == 2 and result.iterations[0]["curated_pairs"] == 2
+        assert (tmp_path / "p2" / "best").is_dir()
+        # The refusal switch is no part of the experiment: config.json does not hold it.
+        assert "refuse_failing_pairs" not in runs.read_config(tmp_path / "p2")
+    checks = [ev for ev in events if ev["kind"] == "pair_checks"]
+    assert len(checks) == 1 and checks[0]["failed"] == ["consistent outcome"]
+    assert "FAIL  consistent outcome" in checks[0]["text"]
+
+
+def test_cli_refuse_failing_pairs_reaches_the_config_and_prints_the_table(tmp_path):
+    import argparse
+    import io
+
+    from tinythinker.commands import reflect as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.register(parser.add_subparsers())
+    base = ["reflect", "--from", "p1", "--run", "p2", "--pairs", "curated"]
+    assert cmd.config_from_args(parser.parse_args([*base, "--refuse-failing-pairs"])).refuse_failing_pairs is True
+    assert cmd.config_from_args(parser.parse_args(base)).refuse_failing_pairs is False
+    out = io.StringIO()
+    cmd.ProgressPrinter(out)({"kind": "pair_checks", "pairs": 2, "ok": False, "failed": ["duplicates"],
+                              "text": "FAIL  duplicates  0.5"})
+    assert "pair checks on 2 curated pairs (fail: duplicates):\nFAIL  duplicates  0.5" in out.getvalue()
+
+
 @pytest.mark.slow
 def test_samplers_on_a_tiny_student():
     from tinythinker.pairs import AnalyzeContext

@@ -302,7 +302,9 @@ def test_curated_pairs_from_labels(store):
     corrected = next(p for p in pairs if p.chosen == "Banks keep money safe." and p.rejected == "Rivers are wet.")
     assert corrected.iteration == 1  # the iteration whose bad text the pair corrects
     assert corrected.provenance["chosen"] == [
-        {"trace_id": 3, "model": "p1", "iteration": 1, "corrected": True, "label_ids": [3], "annotators": ["bob"]}]
+        {"trace_id": 3, "model": "p1", "checkpoint": "p1", "iteration": 1,
+         "sampling": {"recall": {"do_sample": True, "temperature": 0.7}, "sample_index": 0}, "sample_index": 0,
+         "corrected": True, "label_ids": [3], "annotators": ["bob"]}]
     assert corrected.provenance["rejected"][0]["trace_id"] == 3
 
     # Analyze pairs need the same prompt, and the prompt includes the recall: trace 4 has trace 1's recall.
@@ -420,7 +422,7 @@ def test_export_is_all_or_nothing_and_never_clobbers(store, tmp_path):
         s.export(tmp_path / "x", fmt="csv")
     assert not (tmp_path / "x").exists()
     m = s.export(out, fmt="hf", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "pairs", "traces"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "manifest.json", "pairs", "traces"]
     assert m["pair_selection"] == "curated"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

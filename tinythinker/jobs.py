@@ -60,6 +60,7 @@ class TrainSettings:
     seed: int = 0
     warmup_steps: int = 0
     cross_attention_lr_scale: float = 1.0  # bert2bert only: the new cross-attention's learning rate multiplier
+    lora_r: int = 0  # LoRA rank (peft); 0 = full fine-tuning
     answer_format: str = "letter"  # `stages.ANSWER_FORMATS`; text_letter / letter_text add the option's words
     # Summarize at evaluation: "free" (the paper), "constrain" or "score" (`stages.ANSWER_MODES`); a bool as in
     # Phase1Config (True = "constrain")
@@ -82,6 +83,8 @@ class ReflectSettings:
     lr: float = 5e-6  # phase 2's default (the paper's run_dpo.sh)
     seed: int = 0
     pairs: str = "auto"  # auto | curated (labelled in the Annotate tab) | both
+    refuse_failing_pairs: bool = False  # with curated pairs: refuse to start when a pair check fails
+    lora_r: int = 0  # LoRA rank for the DPO updates; 0 = full fine-tuning
 
 
 def _int(value, field: str, lo: int, hi: int, optional: bool = False) -> int | None:
@@ -184,6 +187,7 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--max-steps", _int(s.max_steps, "max steps", 1, 10_000_000, optional=True))
+    argv += _opt("--lora-r", _int(s.lora_r, "LoRA rank", 1, 4096, optional=True))
     argv += _opt("--data-dir", ws.data_dir)
     return argv
 
@@ -207,6 +211,11 @@ def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
     ]
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
+    argv += _opt("--lora-r", _int(s.lora_r, "LoRA rank", 1, 4096, optional=True))
+    if not isinstance(s.refuse_failing_pairs, bool):
+        raise WorkspaceError(f"refuse failing pairs: expected true or false, got {s.refuse_failing_pairs!r}")
+    if s.refuse_failing_pairs:
+        argv.append("--refuse-failing-pairs")
     return argv  # the data (and its folder) come from the phase-1 run's config
 
 
@@ -759,13 +768,14 @@ def planned_config(s: TrainSettings | ReflectSettings, argv: list[str]) -> dict[
             "cross_attention_lr_scale": flag("--cross-attention-lr-scale", 1.0, float),
             "limit": flag("--limit", None, int), "eval_limit": flag("--eval-limit", None, int),
             "max_steps": flag("--max-steps", None, int), "data_dir": flag("--data-dir"),
+            "lora_r": flag("--lora-r", 0, int),
         }
     return {
         "command": "reflect", "from_run": flag("--from"), "iterations": flag("--iterations", cast=int),
         "samples": flag("--samples", cast=int), "stage_type": flag("--stage-type"), "pairs": flag("--pairs"),
         "beta": flag("--beta", cast=float), "alpha": flag("--alpha", cast=float), "lr": flag("--lr", cast=float),
         "seed": flag("--seed", cast=int), "limit": flag("--limit", None, int),
-        "eval_limit": flag("--eval-limit", None, int),
+        "eval_limit": flag("--eval-limit", None, int), "lora_r": flag("--lora-r", 0, int),
     }
 
 

@@ -32,6 +32,19 @@ from tinythinker import stages
 
 @dataclass
 class Thresholds:
+    """Where each check passes. A reflect job with --refuse-failing-pairs refuses on any failing row, an export
+    records the rows; the defaults are a line where a set of pairs would teach noticeably the wrong thing:
+
+    consistent_min         a fifth of pairs preferring the wrong answer's text is already a strong opposite signal
+    duplicates_max         a tenth repeated weighs those pairs double or more in every epoch
+    contradictions_max,    a pair and its reverse cancel out, identical sides have no preference: none is harmless
+    identical_max
+    length_ratio_range     DPO readily learns "longer is better"; mean lengths within a factor of 1.5 either way
+    chosen_longer_range    the chosen side longer in 20-80% of pairs, not (nearly) always or never
+    letter_share_max       with 3-5 options, one letter as over half of the chosen answers teaches a letter prior
+    min_pairs_for_balance  the balance checks mean little on a handful of pairs
+    """
+
     consistent_min: float = 0.8
     duplicates_max: float = 0.1
     contradictions_max: int = 0
@@ -68,9 +81,40 @@ class PairCheckReport:
         parts = [f"{r['check']} = {_fmt(r['value'])} (wanted {r['threshold']})" for r in self.rows if not r["ok"]]
         return f"{self.n} pairs fail {len(parts)} check(s): " + "; ".join(parts)
 
+    def failures(self) -> list[str]:
+        """One line per failing check: its name, value, threshold, how many pairs it judged and its note."""
+        out = []
+        for r in self.rows:
+            if not r["ok"]:
+                note = f"; {r['note']}" if r["note"] else ""
+                out.append(f"{r['check']} = {_fmt(r['value'])} (wanted {r['threshold']}; {r['n']} pairs judged{note})")
+        return out
+
+    def text(self) -> str:
+        """The table as aligned plain text, for logs."""
+        cells = [("", "check", "value", "wanted", "n", "note")] + [
+            ("ok" if r["ok"] else "FAIL", r["check"], _fmt(r["value"]), r["threshold"], str(r["n"]), r["note"])
+            for r in self.rows]
+        widths = [max(len(c[i]) for c in cells) for i in range(5)]
+        return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(5)).rstrip() + (f"  {c[5]}" if c[5] else "")
+                         for c in cells)
+
+    def markdown(self) -> str:
+        return markdown_table(self.rows)
+
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "ok": self.ok, "failed": self.failed, "checks": self.rows,
                 "thresholds": asdict(self.thresholds)}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Check rows (a report's table, or the "checks" of its to_dict in a manifest) in Markdown, for a dataset card."""
+    lines = ["| check | value | wanted | pairs judged | result | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        note = str(r.get("note") or "").replace("|", "\\|")
+        lines.append(f"| {r['check']} | {_fmt(r['value'])} | {r['threshold']} | {r['n']} | "
+                     f"{'pass' if r['ok'] else 'FAIL'} | {note} |")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:

@@ -45,6 +45,7 @@ DPO_STAGE_TYPES: dict[str, tuple[str, ...]] = {
 PAIR_MODES = ("auto", "curated", "both")
 ITER = "iter_{}"
 PAIRS_FILE = "pairs.jsonl"
+TRACES_KEY = "val_traces"  # an evaluation result's validation traces
 
 Progress = Callable[[dict[str, Any]], None] | None
 
@@ -80,6 +81,9 @@ class ReflectConfig:
     lora_alpha: int | None = None
     lora_dropout: float = 0.05
     lora_targets: str | None = None  # comma-separated module names; None = the student kind's default
+    # With curated pairs (--pairs curated / both) the pair checks (tinythinker.pair_checks) run before anything
+    # else: True refuses the run when one fails, False (the default) only reports the table.
+    refuse_failing_pairs: bool = False
 
     def check(self) -> None:
         if self.stage_type not in DPO_STAGE_TYPES:
@@ -106,6 +110,9 @@ class ReflectConfig:
         d = asdict(self)
         d["command"] = "reflect"
         d.pop("db")  # where the store lives does not change the experiment
+        # A gate before training, not part of the experiment; popping it also lets runs begun before the option
+        # existed resume.
+        d.pop("refuse_failing_pairs")
         return d
 
 
@@ -210,6 +217,7 @@ class CycleEval(TrainerCallback):
         self.student, self.evaluate, self.best_dir = student, evaluate, best_dir
         self.cycle_steps, self.record, self.on_progress = cycle_steps, record, on_progress
         self.best: float | None = None
+        self.best_traces: list[Trace] = []  # the validation traces of the checkpoint in best_dir
         self.evals: list[dict[str, Any]] = []
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -218,11 +226,13 @@ class CycleEval(TrainerCallback):
         if state.global_step % self.cycle_steps and state.global_step != state.max_steps:
             return
         result = self.evaluate(self.student)
+        traces = result.pop(TRACES_KEY, None)
         rec = {"kind": "eval", "local_step": state.global_step, **result}
         self.evals.append(rec)
         self.record(dict(rec))
         if self.best is None or result["accuracy"] > self.best:
             self.best = result["accuracy"]
+            self.best_traces = traces or []
             if self.best_dir.exists():
                 shutil.rmtree(self.best_dir)
             self.student.save(self.best_dir)
@@ -252,7 +262,9 @@ def evaluator(questions: list[Question], stage_type: str, batch_size: int, restr
         finally:
             student.model.train(was_training)
         acc = accuracy(traces)
-        return {"accuracy": acc["accuracy"], "invalid_rate": acc["invalid_rate"], "n": acc["n"]}
+        # The traces go with the result (never into metrics.jsonl): the best cycle's are the new model's own
+        # validation traces, filed in the store when its iteration completes.
+        return {"accuracy": acc["accuracy"], "invalid_rate": acc["invalid_rate"], "n": acc["n"], TRACES_KEY: traces}
     return evaluate
 
 
@@ -302,6 +314,7 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
         "final_reward_accuracy": _mean([h["rewards/accuracies"] for h in last_cycle]),
         "val_acc": best["accuracy"], "val_invalid_rate": best["invalid_rate"], "best_local_step": best["local_step"],
         "evals": [{"local_step": e["local_step"], "accuracy": e["accuracy"]} for e in cb.evals],
+        TRACES_KEY: cb.best_traces,
     }
 
 
@@ -373,6 +386,11 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
     max_prompt, max_completion = int(p1.get("max_source_length", 512)), int(p1.get("max_target_length", 128))
     dpo_stages = DPO_STAGE_TYPES[config.stage_type]
     store = _open_store(config.db)
+    try:
+        check_curated_pairs(store, config, dpo_stages, on_progress)
+    except BaseException:
+        store.close()
+        raise
 
     run = Path(config.run)
     try:
@@ -409,6 +427,7 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
             progress({"kind": "phase", "phase": "baseline", "iteration": 0})
             start = student if student is not None else load_student(source.best)
             base = evaluate(start)
+            base.pop(TRACES_KEY, None)
             baseline_acc = base["accuracy"]
             record({"kind": "baseline", "iteration": 0, "step": 0, **base})
             # runs.summarize_run reads "eval" records: the starting point is one of them.
@@ -430,6 +449,34 @@ def reflect(config: ReflectConfig, on_progress: Progress = None, *, student=None
         store.close()
     best_it = max(done, key=lambda r: r["val_acc"])["iteration"] if done else None
     return ReflectResult(str(run), baseline_acc, done, best_it, round(time.time() - t_start, 1))
+
+
+def check_curated_pairs(store, config: ReflectConfig, dpo_stages: tuple[str, ...], on_progress: Progress = None):
+    """The pair checks on the curated pairs this run would train on, before anything is written or trained.
+    A failing check refuses the run with --refuse-failing-pairs and is reported (progress event, log) without it.
+    Returns the report, or None when no curated pairs are used (none stored: iteration 1 says what is missing)."""
+    if config.pairs not in ("curated", "both"):
+        return None
+    pairs = curated_pairs(store, dpo_stages)
+    if not pairs:
+        return None
+    from tinythinker.pair_checks import check_pairs
+
+    report = check_pairs(pairs, store=store)
+    if on_progress:
+        on_progress({"kind": "pair_checks", "pairs": report.n, "ok": report.ok, "failed": report.failed,
+                     "table": report.table, "text": report.text()})
+    log.info("pair checks on %d curated pairs:\n%s", report.n, report.text())
+    if report.ok:
+        return report
+    failures = report.failures()
+    what = f"the {report.n} curated pairs for {', '.join(dpo_stages)} fail {len(failures)} pair check(s): "
+    if config.refuse_failing_pairs:
+        raise ReflectError(f"--refuse-failing-pairs: {what}{'; '.join(failures)}. Nothing was trained or written. "
+                           "Relabel or remove those pairs in Annotate (its pair checks show the same table), or "
+                           "run without --refuse-failing-pairs to train on them anyway.")
+    log.warning("%s%s; training on them anyway (--refuse-failing-pairs refuses them)", what, "; ".join(failures))
+    return report
 
 
 def with_lora(student, config: ReflectConfig):
@@ -491,6 +538,7 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
                 t.sampling = {**t.sampling, "reflect": "recall"}
             traces += recall_traces
             r_pairs, contexts = recall_pairs(recall_traces, teacher, seed=config.seed * 1000 + k)
+            _note_sampling(r_pairs, config, stages.RECALL, config.seed * 1000 + k)
             stats["recall_traces"] = pair_stats(recall_traces, teacher)
             stats["recall_pairs"], stats["chosen_recalls"] = len(r_pairs), len(contexts)
             if stages.RECALL in dpo_stages:
@@ -503,6 +551,7 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
                     t.sampling = {**t.sampling, "reflect": "analyze"}
                 traces += analyze_traces
                 a_pairs = analyze_pairs(analyze_traces, contexts, seed=config.seed * 1000 + k, stage_type=stage_type)
+                _note_sampling(a_pairs, config, stages.ANALYZE, config.seed * 1000 + k)
                 auto += a_pairs
                 stats["analyze_traces"] = {
                     "right": sum(t.predicted == t.question.answer for t in analyze_traces),
@@ -536,6 +585,14 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
             store.import_traces(traces, model=model_name, iteration=k)
         store.add_pairs([_store_pair(p, model_name) for p in auto], iteration=k)
         final = run / ITER.format(k)
+        # The new model's own validation traces (its best cycle's evaluation), under the name the next iteration
+        # starts from: what Compare and Annotate then see of it, its lineage in the store.
+        val_traces = summary.pop(TRACES_KEY, None) or []
+        if val_traces:
+            new_model = str(final / runs.BEST)
+            for t in val_traces:
+                t.model, t.sampling = new_model, {**t.sampling, "reflect": "validation"}
+            store.import_traces(val_traces, model=new_model, iteration=k)
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
     except BaseException:
@@ -543,11 +600,21 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
         raise
     rec = {"kind": "iteration", "iteration": k, "step": step_offset + summary["steps"], "start": model_name,
            "traces": len(traces), "pairs": counts, "pairs_total": len(pairs), "auto_pairs": len(auto),
-           "curated_pairs": len(curated), "trace_stats": stats, "wall_s": round(time.time() - t0, 1),
+           "curated_pairs": len(curated), "trace_stats": stats, "val_traces": len(val_traces),
+           "wall_s": round(time.time() - t0, 1),
            **{key: v for key, v in summary.items() if key != "evals"}, "evals": summary["evals"]}
     runs.append_metrics(run, rec)
     progress({"kind": "iteration", **rec})
     return rec
+
+
+def _note_sampling(pairs: list[Pair], config: ReflectConfig, stage: str, seed: int) -> None:
+    """Each automatic pair's provenance gets the sampling that wrote its texts (sample_recalls / sample_analyses):
+    with the start checkpoint and the iteration, what it takes to tell where a pair came from."""
+    sampling = {"sampled_stage": stage, "temperature": config.temperature, "top_k": 0, "seed": seed,
+                "num_samples": config.samples}
+    for p in pairs:
+        p.meta["sampling"] = dict(sampling)
 
 
 def _store_pair(p: Pair, model_name: str) -> dict[str, Any]:

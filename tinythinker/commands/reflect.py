@@ -49,6 +49,10 @@ def register(subparsers) -> None:
                    help="which stages get DPO pairs")
     p.add_argument("--pairs", default=d.pairs, choices=PAIR_MODES,
                    help="auto: built from sampled traces; curated: labelled pairs from the store; both")
+    p.add_argument("--refuse-failing-pairs", action="store_true",
+                   help="with --pairs curated or both: refuse to start when the curated pairs fail a pair check "
+                        "(consistent outcome, duplicates, contradictions, identical sides, length and answer-letter "
+                        "balance; thresholds in tinythinker.pair_checks); without it the check table is only shown")
     p.add_argument("--limit", type=int, default=None, help="sample on the first N training questions")
     p.add_argument("--eval-limit", type=int, default=None, help="validate on the first N validation questions")
     p.add_argument("--beta", type=float, default=d.beta, help="DPO beta")
@@ -84,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> ReflectConfig:
         temperature=args.temperature, sample_batch_size=args.sample_batch_size,
         eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
+        refuse_failing_pairs=args.refuse_failing_pairs,
     )
 
 
@@ -100,6 +105,10 @@ class ProgressPrinter:
         if kind == "phase":
             extra = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "phase"))
             print(f"\n{t} {event['phase']}: {extra}", file=self.stream, flush=True)
+        elif kind == "pair_checks":
+            verdict = "pass every check" if event["ok"] else f"fail: {', '.join(event['failed'])}"
+            print(f"\n{t} pair checks on {event['pairs']} curated pairs ({verdict}):\n{event['text']}",
+                  file=self.stream, flush=True)
         elif kind == "step":
             print(f"\r{t} step {event['step']}/{event.get('max_steps', '?')}", end="", file=self.stream, flush=True)
         elif kind == "iteration":

@@ -6,6 +6,7 @@
     store undo --annotator ana
     store stats
     store export --format hf --out annotations/reflection-v1
+    store export --out annotations/reflection-v1 --push-to-hub user/tinythinker-pairs
     store import-pairs annotations/reflection-v1
 
 Every subcommand takes --db PATH (default: $TINYTHINKER_DB, else annotations/tinythinker.db).
@@ -154,10 +155,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from tinythinker.store.validate import StoreError
+
+    fmt = args.format or ("hf" if args.push_to_hub else "jsonl")
+    if args.push_to_hub and fmt != "hf":
+        raise StoreError("--push-to-hub pushes a datasets-format export: use --format hf (or leave --format out)")
     with _store(args, create=False) as s:
-        m = s.export(args.out, fmt=args.format, pairs=args.pairs, overwrite=args.overwrite)
+        m = s.export(args.out, fmt=fmt, pairs=args.pairs, overwrite=args.overwrite)
     print(f"exported {m['pairs']} {args.pairs} pairs and {m['traces']} labelled traces ({m['labels']} labels) "
-          f"to {args.out} as {args.format}")
+          f"to {args.out} as {fmt}, with its dataset card")
+    if args.push_to_hub:
+        from tinythinker.store.hub import push_export
+
+        url = push_export(args.out, args.push_to_hub, private=True if args.private else None)
+        print(f"pushed it to {url}")
     return 0
 
 
@@ -228,11 +239,17 @@ def register(subparsers) -> None:
     sp.add_argument("--json", action="store_true")
 
     sp = add("export", cmd_export, "write preference pairs and labelled traces as JSONL or a datasets folder")
-    sp.add_argument("--format", choices=("jsonl", "hf"), default="jsonl")
+    sp.add_argument("--format", choices=("jsonl", "hf"), default=None,
+                    help="jsonl (the default), or hf: datasets.save_to_disk folders (the default with --push-to-hub)")
     sp.add_argument("--out", required=True)
     sp.add_argument("--pairs", choices=("curated", "auto", "all"), default="curated",
                     help="curated: from labels (and imported curated pairs); auto: phase 2's; all: both")
     sp.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
+    sp.add_argument("--push-to-hub", metavar="REPO_ID",
+                    help="then push the export (pairs and traces as two configs, and the dataset card) to this "
+                         "Hugging Face dataset repository (token: HF_TOKEN or `hf auth login`); where the Hub "
+                         "cannot be reached this fails at once and the local export stays complete")
+    sp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
 
     sp = add("import-pairs", cmd_import_pairs, "store pairs from an export (JSONL or datasets folder)")
     sp.add_argument("path")

@@ -1,9 +1,10 @@
 """Files in and out of the store: JSONL of traces, and exports as JSONL or `datasets.Dataset` folders.
 
 An export folder holds `pairs` (the preference pairs phase 2 reads), `traces` (the labelled traces, each with its
-label history) and `manifest.json`. Both formats read back: `store import` takes the traces (labels included) and
-`store import-pairs` the pairs. The folder appears complete or not at all: it is written beside its final place and
-renamed into it.
+label history), `manifest.json` and a dataset card, `README.md` (`tinythinker.store.card`: provenance and pair checks;
+`tinythinker.store.hub` pushes a datasets-format export with it). Both formats read back: `store import` takes the
+traces (labels included) and `store import-pairs` the pairs. The folder appears complete or not at all: it is written
+beside its final place and renamed into it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinythinker.data.records import BOM, RepeatedKeyError, describe_path, json_error, loads
 from tinythinker.pair_checks import check_pairs
+from tinythinker.store import card
 from tinythinker.store.pairs import SOURCES_CURATED, Pair
 from tinythinker.store.validate import StoreError
 from tinythinker.types import Trace
@@ -312,8 +314,11 @@ def export_store(store: Store, out: Path, fmt: str = "jsonl", which_pairs: str =
             "labels": sum(len(v) for v in label_rows.values()), "files": files,
             # The pair checks as they stood at export (tinythinker.pair_checks), for the dataset card.
             "pair_checks": check_pairs(pairs, store=store).to_dict(),
+            "provenance": card.provenance(pairs, traces),
+            "card": card.CARD,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (tmp / card.CARD).write_text(card.dataset_card(manifest, out.name), encoding="utf-8")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
