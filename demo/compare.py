@@ -16,6 +16,7 @@ from tinythinker.compare import (
     cached_traces,
     compare_report,
     compare_rows,
+    curated_question_ids,
     disagreements,
     flip_counts,
     paired,
@@ -97,11 +98,34 @@ def covered_questions(ctx, a, b) -> int:
         return 0
 
 
-def split_traces(ctx, a, b, benchmark, split, limit, progress=None, mode=FOLLOW):
+def curated_filter(ctx, a, b) -> tuple[str, str, list[str]]:
+    """(side, model, question ids) for "only questions whose curated pairs trained it": B when phase 2 trained it
+    on curated pairs, else A (compare.curated_question_ids); ValueError saying why when neither was."""
+    from tinythinker.store import Store
+
+    _check_pair(a, b)
+    why = []
+    for side, name in (("B", b), ("A", a)):
+        try:
+            path = ctx.checkpoint_path(name)
+            with Store(ctx.ws.db) as store:
+                return side, name, curated_question_ids(path, store)
+        except ValueError as e:  # LineageError, or a name that is no checkpoint here
+            why.append(f"{side} ({ctx.label(name)}): {e}")
+    raise ValueError("only a phase-2 model trained on curated pairs (Train, pairs curated or both) has questions "
+                     "whose curated pairs trained it. " + " · ".join(why))
+
+
+def split_traces(ctx, a, b, benchmark, split, limit, progress=None, mode=FOLLOW, only=None):
+    """Both models' traces on the split's first `limit` questions; with `only` (question ids), on those of them
+    only, taken before the limit (curated questions need not be among the split's first)."""
     from tinythinker.stages import DEFAULT_STAGE_TYPE
 
     _check_pair(a, b)
     questions = ctx.questions(benchmark, split)
+    if only is not None:
+        wanted = set(only)
+        questions = [q for q in questions if q.id in wanted]
     limit = int(limit or 0)
     if limit > 0:
         questions = questions[:limit]
@@ -150,12 +174,28 @@ def _acc(value, ci) -> str:
     return "n/a" if value is None else f"{value:.1%} [{ci[0]:.0%}, {ci[1]:.0%}]"
 
 
-def split_report(ctx, a, b, benchmark, split, limit, show, search, slice_name, progress=None):
+def _curated_only(ctx, a, b, benchmark, split) -> tuple[list[str], str]:
+    """The curated filter's question ids within this split, and the line the report opens with."""
+    side, name, ids = curated_filter(ctx, a, b)
+    present = {q.id for q in ctx.questions(benchmark, split)}
+    shown = [i for i in ids if i in present]
+    if not shown:
+        listed = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        raise ValueError(f"{side} ({ctx.label(name)}) was trained on curated pairs of {len(ids)} question(s) "
+                         f"({listed or 'none with a question id'}), none of them in {benchmark} {split}: pick the "
+                         "split their traces came from")
+    return shown, (f"**only the {len(shown)} question(s) whose curated pairs trained {side}** "
+                   f"({ctx.label(name)}; {len(ids) - len(shown)} more not in {benchmark} {split})  \n")
+
+
+def split_report(ctx, a, b, benchmark, split, limit, show, search, slice_name, progress=None, curated=False):
     """compare.compare_report laid out: the summary (accuracies with intervals, McNemar), the slice table, flip
-    rates by the chosen slice, the filtered question table and a JSONL file of both models' traces."""
+    rates by the chosen slice, the filtered question table and a JSONL file of both models' traces. `curated`:
+    only the questions whose curated pairs trained B (or A), each with A's and B's answers: before and after."""
     import tempfile
 
-    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, progress)
+    only, head = _curated_only(ctx, a, b, benchmark, split) if curated else (None, "")
+    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, progress, only=only)
     report = compare_report(ta, tb)
     slices = [[r["slice"], r["value"], r["n"], _acc(r["acc_a"], r["acc_a_ci"]), _acc(r["acc_b"], r["acc_b_ci"]),
                r["right->wrong"], r["wrong->right"], round(r["p_value"], 4)] for r in report["slices"]]
@@ -163,14 +203,15 @@ def split_report(ctx, a, b, benchmark, split, limit, show, search, slice_name, p
     figure = plots.flip_rates_by_slice(report["slices"], slice_name or None, a, b)
     folder = tempfile.mkdtemp(prefix="tinythinker-compare-")
     download = write_compared_traces(f"{folder}/traces-{benchmark}-{split}.jsonl", ta, tb, a, b)
-    text = report_markdown(report, a, b) + f"  \nshowing {len(rows)} question(s)"
+    text = head + report_markdown(report, a, b) + f"  \nshowing {len(rows)} question(s)"
     return text, slices, figure, rows, str(download)
 
 
-def split_question(ctx, a, b, benchmark, split, limit, question_id):
+def split_question(ctx, a, b, benchmark, split, limit, question_id, curated=False):
     """One question of the split side by side from the cached traces (no model run): per stage A's and B's
     texts with their differing words marked, and both verdicts."""
-    ta, tb = split_traces(ctx, a, b, benchmark, split, limit)
+    only = _curated_only(ctx, a, b, benchmark, split)[0] if curated else None
+    ta, tb = split_traces(ctx, a, b, benchmark, split, limit, only=only)
     question_id = str(question_id or "").strip()
     pair = next(((x, y) for x, y in paired(ta, tb) if x.question.id == question_id), None)
     if pair is None:
@@ -186,13 +227,17 @@ def split_question(ctx, a, b, benchmark, split, limit, question_id):
     return (*out, verdict_markdown(x), verdict_markdown(y))
 
 
-def refresh_pair(ctx, a, b):
-    """Fresh choices for A and B (page load, a job's end); an empty or vanished pick gets the default pair."""
+def refresh_pair(ctx, a, b, offered=None):
+    """Fresh choices for A and B (page load, a job's end) and the default pair now offered. The picks are kept,
+    but an empty or vanished one gets the default, and both do when the default has changed since `offered` (the
+    pair last offered): a reflect job has ended, and its new model comes preselected against its parent."""
     choices = ctx.checkpoint_choices()
     values = {v for _, v in choices}
     da, db = ctx.default_pair()
+    if offered is not None and list(offered) != [da, db]:
+        a, b = da, db
     return (gr.update(choices=choices, value=a if a in values else da),
-            gr.update(choices=choices, value=b if b in values else db))
+            gr.update(choices=choices, value=b if b in values else db), [da, db])
 
 
 def build(ctx):
@@ -237,6 +282,9 @@ def build(ctx):
                 show = gr.Radio(list(SHOWS), value=SHOW_ALL, label="questions shown", elem_id="compare-show")
                 search = gr.Textbox(label="search the question and every stage", max_lines=1,
                                     elem_id="compare-search")
+                curated = gr.Checkbox(False, elem_id="compare-curated",
+                                      label="only questions whose curated pairs trained B (a phase-2 run on "
+                                            "curated or both pairs; A if only A is one)")
                 slice_name = gr.Dropdown(list(SLICES), value="gold letter", label="chart: flip rates by",
                                          elem_id="compare-slice")
             run_report = gr.Button("Report over the split", elem_id="compare-run-report")
@@ -263,8 +311,9 @@ def build(ctx):
                 split_va, split_vb = gr.Markdown(), gr.Markdown()
 
     # Events, all in one place.
-    refresh_fn = (lambda a_, b_: refresh_pair(ctx, a_, b_)), [a, b], [a, b]
-    refresh.click(*refresh_fn, api_visibility="private")
+    offered = gr.State([default_a, default_b])
+    refresh_fn = (lambda a_, b_, o_: refresh_pair(ctx, a_, b_, o_)), [a, b, offered], [a, b, offered]
+    refresh.click(*refresh_fn, api_name="compare_refresh")
     go.click(friendly(lambda *x: one_question(ctx, *x[:-1], mode=x[-1]), 9, 0), [a, b, *picker.inputs, mode],
              [question, *diffs, verdict_a, verdict_b], api_name="compare_question", concurrency_id="model",
              concurrency_limit=1)
@@ -278,17 +327,18 @@ def build(ctx):
                     concurrency_limit=1)
     kind.change(split_fn, inputs, [summary, table, chart], api_visibility="private")
 
-    def report_fn(a_, b_, bench, spl, lim, show_, search_, slice_, progress=gr.Progress()):  # noqa: B008
-        return friendly(split_report)(ctx, a_, b_, bench, spl, lim, show_, search_, slice_, progress)
+    def report_fn(a_, b_, bench, spl, lim, show_, search_, slice_, curated_=False,
+                  progress=gr.Progress()):  # noqa: B008
+        return friendly(split_report)(ctx, a_, b_, bench, spl, lim, show_, search_, slice_, progress, curated_)
 
-    report_inputs = [a, b, benchmark, split, limit, show, search, slice_name]
+    report_inputs = [a, b, benchmark, split, limit, show, search, slice_name, curated]
     report_outputs = [report_md, slice_table, slice_chart, rows_table, download]
     run_report.click(report_fn, report_inputs, report_outputs, api_name="compare_report", concurrency_id="model",
                      concurrency_limit=1)
-    for control in (show, slice_name):
+    for control in (show, slice_name, curated):
         control.change(report_fn, report_inputs, report_outputs, api_visibility="private")
     search.submit(report_fn, report_inputs, report_outputs, api_visibility="private")
-    question_inputs = [a, b, benchmark, split, limit, question_id]
+    question_inputs = [a, b, benchmark, split, limit, question_id, curated]
     question_outputs = [split_q, *split_diffs, split_va, split_vb]
     show_question.click(friendly(lambda *x: split_question(ctx, *x)), question_inputs, question_outputs,
                         api_name="compare_split_question")

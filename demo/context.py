@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinythinker import DEFAULT_STUDENT
+from tinythinker.compare import parent_checkpoint
 from tinythinker.data import load_examples, load_questions
 from tinythinker.jobs import NAMED_STUDENTS, resolve_student
 from tinythinker.modelcache import StudentCache
@@ -144,8 +145,9 @@ class AppContext:
         return answer_settings(path, self.ws.runs_dir, shipped)
 
     def default_pair(self) -> tuple[str | None, str | None]:
-        """Compare's defaults: the newest phase-1 model and the newest self-reflected one of runs/; without a
-        trained self-reflected run, the shipped phase-1 student and its reflected successor."""
+        """Compare's defaults: the newest self-reflected model of runs/ (B) and the phase-1 model it was reflected
+        from (A; else the newest phase-1 model); without a trained self-reflected run, the shipped phase-1 student
+        and its reflected successor."""
         phase1, phase2 = [], []
         for folder in student_folders(self.ws.runs_dir):
             rel = folder.relative_to(self.ws.runs_dir)
@@ -155,7 +157,14 @@ class AppContext:
                 command = ""
             (phase2 if command == "reflect" else phase1).append(self.ws.relative(folder))
         if phase2:
-            return (phase1[0] if phase1 else None), phase2[0]
+            # The newest reflected run's selected model (its best/ is a copy of an iter_<k>/best, with the same
+            # mtime, so either may sort first) against the phase-1 model it was reflected from: before and after.
+            best = str(Path(Path(phase2[0]).parts[0]) / "best")
+            after = best if best in phase2 else phase2[0]
+            parent = parent_checkpoint(self.ws.runs_dir / after)
+            listed = parent is not None and parent.resolve().is_relative_to(self.ws.runs_dir)
+            before = self.ws.relative(parent) if listed else (phase1[0] if phase1 else None)
+            return before, after
         s1, s2 = shipped_pair(self.shipped())
         if s1 is not None and s2 is not None:
             return s1.name, s2.name

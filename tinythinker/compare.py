@@ -405,3 +405,139 @@ def write_compared_traces(path: str | Path, traces_a: list[Trace], traces_b: lis
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+# ---- lineage: what trained a phase-2 model, and on which questions its curated pairs were ------------------------
+
+ITER_RE = re.compile(r"^iter_(\d+)$")
+PAIRS_FILE = "pairs.jsonl"  # phase2.PAIRS_FILE; not imported, phase2 pulls in torch
+CURATED_MODES = ("curated", "both")
+
+
+class LineageError(ValueError):
+    """A model whose training record cannot answer what was asked of it; the message says why."""
+
+
+def reflect_checkpoint(checkpoint: str | Path) -> tuple[Path, dict, int | None] | None:
+    """(run folder, its config, the iteration whose checkpoint this is) when `checkpoint` is a phase-2 run folder
+    or its best/ (iteration None: the run's best) or an iter_<k>/best (iteration k); None for anything else."""
+    from tinythinker import runs
+
+    path = Path(checkpoint)
+
+    def reflect_config(folder: Path) -> dict | None:
+        try:
+            config = runs.read_config(folder)
+        except runs.RunError:
+            return None
+        return config if config.get("command") == "reflect" else None
+
+    iteration = None
+    if path.name == runs.BEST:
+        path = path.parent
+    m = ITER_RE.match(path.name)
+    if m:
+        iteration, path = int(m.group(1)), path.parent
+    config = reflect_config(path)
+    return None if config is None else (path, config, iteration)
+
+
+def completed_iterations(run: str | Path) -> list[dict]:
+    """The records of a phase-2 run's finished iterations, in order: 1, 2, ... each with its iter_<k>/best, as
+    phase 2 resumes and picks its best/ by them."""
+    from tinythinker import runs
+
+    done: list[dict] = []
+    for rec in runs.read_metrics(run, "iteration"):
+        if rec.get("iteration") == len(done) + 1 and (Path(run) / f"iter_{rec['iteration']}" / runs.BEST).is_dir():
+            done.append(rec)
+    return done
+
+
+def parent_checkpoint(checkpoint: str | Path) -> Path | None:
+    """The phase-1 model a phase-2 checkpoint was reflected from (its run's --from best/); None when `checkpoint`
+    is no phase-2 model or that folder is gone."""
+    from tinythinker import runs
+
+    found = reflect_checkpoint(checkpoint)
+    if found is None or not found[1].get("from_run"):
+        return None
+    best = Path(found[1]["from_run"]) / runs.BEST
+    return best if best.is_dir() else None
+
+
+def trained_iterations(checkpoint: str | Path) -> list[int]:
+    """The phase-2 iterations whose pairs trained `checkpoint`. Iteration k starts from iteration k-1's best, so
+    iter_<k>/best learnt from 1..k; the run's best/ is a copy of its best iteration's (the first with the highest
+    validation accuracy, as phase 2 picks it). LineageError for a model phase 2 did not train."""
+    found = reflect_checkpoint(checkpoint)
+    if found is None:
+        raise LineageError(f"{checkpoint} is not a phase-2 model (a reflect run, its best/ or an iter_<k>/best), "
+                           "so no preference pairs trained it")
+    run, _, iteration = found
+    done = completed_iterations(run)
+    if not done:
+        raise LineageError(f"{run} has no finished phase-2 iteration yet, so no pairs have trained a model there")
+    if iteration is None:
+        iteration = max(done, key=lambda r: r.get("val_acc") or 0.0)["iteration"]
+    elif iteration > len(done):
+        raise LineageError(f"{checkpoint}: iteration {iteration} of {run} has not finished")
+    return list(range(1, iteration + 1))
+
+
+def trained_pairs(checkpoint: str | Path) -> list[dict]:
+    """Every pair that trained `checkpoint` as its run recorded it (iter_<k>/pairs.jsonl, written before that
+    iteration's training), each with "iteration": k added, in training-record order."""
+    found = reflect_checkpoint(checkpoint)
+    out = []
+    for k in trained_iterations(checkpoint):
+        path = found[0] / f"iter_{k}" / PAIRS_FILE
+        if not path.is_file():
+            raise LineageError(f"{path} is missing: iteration {k} of {found[0]} has no record of its pairs")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append({**json.loads(line), "iteration": k})
+    return out
+
+
+def _question_id_from_store(pair: dict, store) -> str | None:
+    """A curated pair recorded without a question id (imported from another store): the question of a trace its
+    provenance names, else of the same pair stored with one."""
+    provenance = (pair.get("meta") or {}).get("provenance") or pair.get("provenance") or {}
+    for side in ("chosen", "rejected"):
+        origins = provenance.get(side) if isinstance(provenance, dict) else None
+        for origin in origins if isinstance(origins, list) else [origins]:
+            if isinstance(origin, dict) and isinstance(origin.get("trace_id"), int):
+                try:
+                    return store.get_trace(origin["trace_id"]).trace.question.id
+                except ValueError:  # StoreError: that trace is not in this store
+                    continue
+    for p in store.pairs(source="curated", stage=pair.get("stage")):
+        if p.question_id and (p.prompt, p.chosen, p.rejected) == (pair.get("prompt"), pair.get("chosen"),
+                                                                  pair.get("rejected")):
+            return str(p.question_id)
+    return None
+
+
+def curated_question_ids(model: str | Path, store=None, runs_dir: str | Path | None = None) -> list[str]:
+    """The ids of the questions whose curated pairs trained `model`, each once, in the order it first trained.
+
+    `model` is a phase-2 checkpoint folder (a name relative to `runs_dir`, as the app lists them, or a path). Read
+    from the run's own record of what trained (`trained_pairs`), not from the store's labels now, which may have
+    changed since. `store` (a tinythinker.store.Store) only supplies question ids the record lacks. LineageError
+    when the model is no phase-2 model or its run did not train on curated pairs (--pairs auto)."""
+    path = Path(model)
+    if runs_dir is not None and not path.is_absolute():
+        path = Path(runs_dir) / path
+    found = reflect_checkpoint(path)
+    if found is not None and found[1].get("pairs") not in CURATED_MODES:
+        raise LineageError(f"{model} was trained on automatic pairs only (--pairs {found[1].get('pairs')}); only a "
+                           "phase-2 run on curated (or both) pairs has questions whose curated pairs trained it")
+    ids: dict[str, None] = {}
+    for pair in trained_pairs(path):
+        if pair.get("source") != "curated":
+            continue
+        qid = pair.get("question_id") or (_question_id_from_store(pair, store) if store is not None else None)
+        if qid:
+            ids.setdefault(str(qid), None)
+    return list(ids)

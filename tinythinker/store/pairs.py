@@ -142,7 +142,12 @@ def curated_pairs(labelled: Iterable[tuple[Any, list[Any]]]) -> list[Pair]:
                 "good": {}, "bad": {}, "question_id": trace.question.id, "option": option,
                 "stage_type": trace.stage_type,
             })
-            origin = {"trace_id": stored.id, "model": stored.model, "iteration": stored.iteration}
+            # The checkpoint (the model name it is stored under, or the trace's own), iteration and sampling
+            # that wrote the text: the same lineage a pairwise side records.
+            sampling = trace.sampling if isinstance(trace.sampling, dict) else {}
+            origin = {"trace_id": stored.id, "model": stored.model, "checkpoint": trace.model or stored.model,
+                      "iteration": stored.iteration, "sampling": sampling,
+                      "sample_index": sampling.get("sample_index")}
             verdicts = {lab.verdict for lab in labs}
             original = stage_text(trace, stage, option)
             side = None
