@@ -147,7 +147,8 @@ def _as_record(p: Any) -> dict[str, Any]:
     return d
 
 
-def _origins(value: Any) -> list[dict[str, Any]]:
+def side_origins(value: Any) -> list[dict[str, Any]]:
+    """The trace records behind one side of a pair's provenance: one dict, or a list of them (a merged pair)."""
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):
@@ -163,7 +164,7 @@ def _side(d: dict[str, Any], side: str, outcomes: dict[int, tuple[bool | None, s
     letter = prov.get(f"{side}_predicted")
     if isinstance(flag, bool):
         return flag, letter
-    origins = _origins(prov.get(side))
+    origins = side_origins(prov.get(side))
     if origins:
         flags, letters = [], []
         for o in origins:
@@ -191,7 +192,7 @@ def store_outcomes(store, pairs: list[Any]) -> dict[int, tuple[bool | None, str 
     for p in pairs:
         prov = _as_record(p)["provenance"]
         for side in ("chosen", "rejected"):
-            ids.update(o["trace_id"] for o in _origins(prov.get(side)) if isinstance(o.get("trace_id"), int))
+            ids.update(o["trace_id"] for o in side_origins(prov.get(side)) if isinstance(o.get("trace_id"), int))
     out: dict[int, tuple[bool | None, str | None]] = {}
     ordered = sorted(ids)
     for i in range(0, len(ordered), 500):

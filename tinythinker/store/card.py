@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from tinythinker.pair_checks import markdown_table
+from tinythinker.pair_checks import markdown_table, side_origins
 
 CARD = "README.md"
 PAIR_SELECTION_TEXT = {
@@ -24,14 +24,6 @@ PAIR_SELECTION_TEXT = {
             "led to the right answer over one that did not",
     "all": "every pair: the curated ones and those built by self-reflection (phase 2)",
 }
-
-
-def _origins(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return [o for o in value if isinstance(o, dict)]
-    return []
 
 
 def _size_category(n: int) -> str:
@@ -58,7 +50,7 @@ def provenance(pairs: list[Any], traces: list[Any]) -> dict[str, Any]:
         if isinstance(prov.get("model"), str):
             seen.add((prov["model"], p.iteration))
         for side in ("chosen", "rejected"):
-            for o in _origins(prov.get(side)):
+            for o in side_origins(prov.get(side)):
                 if isinstance(o.get("model"), str):
                     seen.add((o["model"], o.get("iteration")))
                 if isinstance(o.get("checkpoint"), str) and o["checkpoint"] != o.get("model"):
