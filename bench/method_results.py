@@ -32,6 +32,14 @@ MODELS = {
     "full method, equal rhythm (shipped p1-equal)": (
         SHIPPED / "tinythinker-smollm2-p1-equal" / "traces" / "validation.jsonl",
         "recall_analyze_summarize --order equal, LoRA r=16, 210 steps, 70 on Summarize"),
+    "answer-only LoRA, 210 steps": (TRACES / "p1-sum-lora210.val200.jsonl",
+                                    "summarize, LoRA r=16, 210 steps (the equal-rhythm run's step count)"),
+    "equal rhythm + own-context Summarize": (TRACES / "p1-ctx-own.val200.jsonl",
+                                             "p1-equal + 25 Summarize-only steps, half its own context"),
+    "equal rhythm + teacher-context Summarize (control)": (TRACES / "p1-ctx-teacher.val200.jsonl",
+                                                          "p1-equal + 25 Summarize-only steps, teacher context"),
+    "reflected from equal rhythm": (TRACES / "p2-equal.val200.jsonl",
+                                    "phase 2 from the equal-rhythm student"),
     "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-ras-equal.from-summarize.val100.jsonl",
                                                "evaluate --from-stage summarize"),
     "reflected (shipped)": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
@@ -40,7 +48,13 @@ MODELS = {
 PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA", "full method, equal rhythm (shipped p1-equal)"),
          ("full method, paper rhythm (shipped p1)", "full method, equal rhythm (shipped p1-equal)"),
-         ("full method, paper rhythm (shipped p1)", "reflected (shipped)")]
+         ("full method, paper rhythm (shipped p1)", "reflected (shipped)"),
+         ("answer-only LoRA, 210 steps", "full method, equal rhythm (shipped p1-equal)"),
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm + own-context Summarize"),
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm + teacher-context Summarize (control)"),
+         ("equal rhythm + teacher-context Summarize (control)", "equal rhythm + own-context Summarize"),
+         ("answer-only LoRA, 210 steps", "equal rhythm + own-context Summarize"),
+         ("full method, equal rhythm (shipped p1-equal)", "reflected from equal rhythm")]
 
 
 def main() -> int:

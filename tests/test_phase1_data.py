@@ -93,3 +93,45 @@ def test_question_without_answer_is_an_error():
 def test_config_check(field, value, message):
     with pytest.raises(ValueError, match=message):
         Phase1Config(**{field: value}).check()
+
+
+def own_trace(question, recall="People are in parks.", analyses=None):
+    from tinythinker.types import Trace
+
+    analyses = {"A": "home is odd.", "B": "park fits.", "C": "shop is odd."} if analyses is None else analyses
+    return Trace(question, recall, analyses, "So the answer is option A.", "A", False)
+
+
+def test_own_context_adds_summarize_examples_with_the_gold_answer():
+    question = q()
+    own = [own_trace(question), own_trace(q("q2", "A"), analyses={"A": "only one."})]
+    data = build_stage_data([(question, [full()])], "recall_analyze_summarize", own_context=own)
+    assert data.sizes() == {"recall": 1, "analyze": 3, "summarize": 2}
+    inp, target = data.examples["summarize"][1]
+    # The student's own (wrong-answer) context, but the gold answer as the target.
+    assert inp == stages.summarize_input(question, "People are in parks.", own[0].analyses)
+    assert target == "So the answer is option B."
+    assert data.skipped["summarize"] == 1  # q2's trace lacks analyses for B and C
+
+
+def test_train_stages_and_own_context_config(tmp_path):
+    from tinythinker.phase1 import load_own_context, only_stages
+    from tinythinker.pipeline import write_traces
+
+    cfg = Phase1Config(stage_type="recall_analyze_summarize", train_stages="summarize, recall")
+    assert cfg.trained_stages() == ["recall", "summarize"]
+    with pytest.raises(ValueError, match="has the stages recall, analyze, summarize, not judge"):
+        Phase1Config(train_stages="judge").check()
+    with pytest.raises(ValueError, match="trains no Summarize"):
+        Phase1Config(train_stages="recall", own_context="x.jsonl").check()
+    with pytest.raises(ValueError, match="bare question"):
+        Phase1Config(stage_type="summarize", own_context="x.jsonl").check()
+    data = build_stage_data([(q(), [full()])], "recall_analyze_summarize")
+    assert only_stages(data, ["summarize"]).sizes() == {"summarize": 1}
+    traces = tmp_path / "own.jsonl"
+    write_traces(traces, [own_trace(q("t1")), own_trace(q("v1"))])
+    with pytest.raises(ValueError, match=r"own.jsonl, trace 2: question 'v1' is a validation question"):
+        load_own_context(traces, [q("v1")])
+    assert [t.question.id for t in load_own_context(traces, [q("v9")])] == ["t1", "v1"]
+    with pytest.raises(Exception, match="own context: .*does not exist"):
+        load_own_context(tmp_path / "missing.jsonl", [])

@@ -242,3 +242,27 @@ def test_train_cli_on_the_users_own_jsonl_with_score_answers(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*argv[:3], "--run", str(tmp_path / "other")]) == 2
     assert "needs a path" in capsys.readouterr().err
+
+
+def test_own_context_continues_summarize_alone(tmp_path):
+    """The context-shift option end to end: only Summarize steps, its examples include the own-context trace."""
+    from tinythinker.pipeline import write_traces
+    from tinythinker.types import Trace
+
+    examples = make_examples()
+    questions = [q for q, _ in examples[:2]]
+    train_q = examples[4][0]
+    own = tmp_path / "own.jsonl"
+    write_traces(own, [Trace(train_q, "my own recall.", {lab: "my own view." for lab in train_q.labels},
+                             "So the answer is option A.", "A", False)])
+    cfg = config(tmp_path, stage_type="recall_analyze_summarize", train_stages="summarize", own_context=str(own),
+                 max_steps=3)
+    train_phase1(cfg, student=tiny_student("causal"), examples=examples[2:], questions=questions)
+    train = runs.read_metrics(Path(cfg.run), "train")
+    assert {r["stage"] for r in train} == {"summarize"}
+    assert "'summarize': 5" in (Path(cfg.run) / "train.log").read_text()  # 4 teacher examples + 1 own
+    leaky = tmp_path / "leak.jsonl"
+    write_traces(leaky, [Trace(questions[0], "r", {}, "", None, None)])
+    with pytest.raises(ValueError, match="leak.jsonl, trace 1: question 't0' is a validation question"):
+        train_phase1(config(tmp_path / "b", stage_type="recall_analyze_summarize", own_context=str(leaky)),
+                     student=tiny_student("causal"), examples=examples[2:], questions=questions)

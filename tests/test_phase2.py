@@ -520,3 +520,14 @@ def test_reflect_with_lora_trains_an_adapter_and_resumes_from_it(tmp_path, fakes
     run = tmp_path / "p2"
     for folder in (run / "iter_1" / "best", run / "iter_2" / "best", run / "best"):
         assert hasattr(load_student(folder).model, "peft_config")  # adapter folders, loadable as they are
+
+
+def test_from_accepts_a_shipped_phase1_student_and_refuses_a_shipped_reflected_one():
+    source = read_phase1("tinythinker-smollm2-p1-equal", "recall_analyze")
+    assert source.best == source.path and (source.best / "adapter_model.safetensors").is_file()
+    assert source.config["stage_type"] == "recall_analyze_summarize"
+    assert source.config["restrict_answer"] == "score" and source.config["data"] == "csqa"
+    with pytest.raises(ReflectError, match="shipped reflected model; phase 2 starts from a phase-1 student"):
+        read_phase1("tinythinker-smollm2-reflected", "recall_analyze")
+    with pytest.raises(ReflectError, match="or the name of a shipped phase-1 student"):
+        read_phase1("no-such-student", "recall_analyze")

@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from tinythinker import DEFAULT_STUDENT, runs, stages
 from tinythinker.schedule import ORDERS, StageBatchSampler, cycle_steps
-from tinythinker.types import Question, Rationale
+from tinythinker.types import Question, Rationale, Trace
 
 log = logging.getLogger("tinythinker.phase1")
 
@@ -90,6 +90,13 @@ class Phase1Config:
     max_source_length: int = 512
     max_target_length: int = 256  # targets are never cut: a longer one is an error naming it
     logging_steps: int | None = None  # None: one log per `interval` steps, i.e. per stage segment
+    # The context-shift remedy (issue 11): Summarize is trained on the teacher's recall and analyses but reads the
+    # student's own at test time. A traces JSONL of the student's own pipeline on *training* questions
+    # (`evaluate --split train --out FILE`) adds one Summarize example per trace: its own context, the gold answer.
+    own_context: str | None = None
+    # Train only these stages of the stage type (comma-separated, e.g. "summarize" to continue Summarize alone);
+    # inputs keep the stage type's format. None: every stage the stage type has.
+    train_stages: str | None = None
 
     def check(self) -> None:
         """Everything that can be checked before loading data or models."""
@@ -115,10 +122,29 @@ class Phase1Config:
             raise ValueError(f"lora_r must be 0 (full fine-tuning) or positive, got {self.lora_r}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"eval_steps must be at least 1, got {self.eval_steps}")
+        self.trained_stages()  # clear error for a stage the stage type does not have
+        if self.own_context and stages.SUMMARIZE not in self.trained_stages():
+            raise ValueError("own_context adds Summarize examples, but this run trains no Summarize "
+                             f"(stage type {self.stage_type!r}, train_stages {self.train_stages!r})")
+        if self.own_context and self.stage_type == stages.SUMMARIZE:
+            raise ValueError("own_context needs a stage type with Recall or Analyze: stage type 'summarize' reads "
+                             "the bare question, so a student's own context has nowhere to go")
         from transformers.trainer_utils import SchedulerType
 
         if self.lr_scheduler not in {t.value for t in SchedulerType}:
             raise ValueError(f"unknown lr_scheduler {self.lr_scheduler!r}; e.g. cosine, linear, constant")
+
+    def trained_stages(self) -> list[str]:
+        """The stages this run trains, in the stage type's order."""
+        own = stages.stages_of(self.stage_type)
+        if not self.train_stages:
+            return list(own)
+        wanted = [s.strip() for s in self.train_stages.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in own]
+        if unknown or not wanted:
+            raise ValueError(f"train_stages {self.train_stages!r}: stage type {self.stage_type!r} has the stages "
+                             f"{', '.join(own)}" + (f", not {', '.join(unknown)}" if unknown else ""))
+        return [s for s in own if s in wanted]
 
     def resolved(self) -> dict[str, Any]:
         """What config.json holds: every field, plus what kind of run it is."""
@@ -145,7 +171,8 @@ def _answer_target(q: Question, answer_format: str) -> str:
 
 
 def build_stage_data(examples: list[tuple[Question, list[Rationale]]], stage_type: str,
-                     answer_format: str = "letter", source_name: str = "the rationale source") -> StageData:
+                     answer_format: str = "letter", source_name: str = "the rationale source",
+                     own_context: list[Trace] | None = None) -> StageData:
     """Stage datasets from teacher rationales, formatted by `tinythinker.stages` only.
 
     Every rationale of a question is used; duplicates are dropped by (input, target) as the paper's code does
@@ -202,11 +229,47 @@ def build_stage_data(examples: list[tuple[Question, list[Rationale]]], stage_typ
                 add(stages.SUMMARIZE, stages.summarize_input(q, r.recall, r.analyses, stage_type), target)
             else:
                 skipped[stages.SUMMARIZE] += 1
+    for t in own_context or ():
+        # The student's own context, labelled with the gold answer; incomplete traces would teach a format the
+        # pipeline never produces, as for teacher rationales.
+        complete = (not need_recall or t.recall) and (not need_analyze or all(t.analyses.get(lab)
+                                                                               for lab in t.question.labels))
+        if t.question.answer is None or not complete:
+            skipped[stages.SUMMARIZE] += 1
+            continue
+        add(stages.SUMMARIZE, stages.summarize_input(t.question, t.recall, t.analyses, stage_type),
+            _answer_target(t.question, answer_format))
     empty = [s for s in used if not out[s]]
     if empty:
         raise ValueError(f"no usable training examples for stage(s) {', '.join(empty)} of stage type "
                          f"{stage_type!r} in {source_name}")
     return StageData(out, dropped, skipped, n_options)
+
+
+def only_stages(data: StageData, keep: list[str]) -> StageData:
+    """`data` with the stages a run does not train left out (`Phase1Config.train_stages`)."""
+    if list(data.examples) == keep:
+        return data
+    return StageData({s: data.examples[s] for s in keep}, {s: data.dropped_duplicates.get(s, 0) for s in keep},
+                     {s: data.skipped.get(s, 0) for s in keep}, data.n_options)
+
+
+def load_own_context(path: str | Path, validation: list[Question]) -> list[Trace]:
+    """The student's own traces on training questions (`Phase1Config.own_context`). A trace of a validation
+    question is refused, naming its line: training on it would leak the questions the checkpoint is chosen on."""
+    from tinythinker.data.records import need_file
+    from tinythinker.pipeline import read_traces
+
+    file = need_file(path, "own context: ")
+    traces = read_traces(file)
+    held_out = {q.id for q in validation}
+    for n, t in enumerate(traces, 1):
+        if t.question.id in held_out:
+            raise ValueError(f"{file}, trace {n}: question {t.question.id!r} is a validation question; own context "
+                             "must come from training questions (evaluate --split train)")
+    if not traces:
+        raise ValueError(f"{file} holds no traces")
+    return traces
 
 
 class StageDataset(torch.utils.data.Dataset):
@@ -535,7 +598,9 @@ def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], N
         examples = loaded_train if examples is None else examples
         questions = loaded_val if questions is None else questions
     source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
-    data = build_stage_data(examples, config.stage_type, config.answer_format, source_name)
+    own = load_own_context(config.own_context, questions) if config.own_context else None
+    data = build_stage_data(examples, config.stage_type, config.answer_format, source_name, own)
+    data = only_stages(data, config.trained_stages())
     cycle = cycle_steps(list(data.examples), config.interval, data.n_options, config.order)
     # Creating the arguments sets up the process group under torchrun / accelerate, so the run folder can be
     # made by the main process before the others look at it.

@@ -22,7 +22,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from tinythinker import runs, stages
-from tinythinker.pairs import CURATED, AnalyzeContext, Pair, analyze_pairs, pair_stats, recall_pairs
+from tinythinker.pairs import AnalyzeContext, Pair, analyze_pairs, pair_stats, recall_pairs
 from tinythinker.types import Question, Rationale, Trace
 
 log = logging.getLogger("tinythinker.phase2")
@@ -133,8 +133,12 @@ def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
     """Check that `from_run` is a phase-1 run whose student has the stages DPO will train."""
     path = Path(from_run)
     if not path.is_dir():
+        shipped = _shipped_phase1(str(from_run))
+        if shipped is not None:
+            return _check_stages(shipped, dpo_stage_type)
         raise ReflectError(f"--from {path}: no such folder; give a phase-1 run folder "
-                           "(made by `python -m tinythinker train --run ...`)")
+                           "(made by `python -m tinythinker train --run ...`) or the name of a shipped phase-1 "
+                           "student (demo/models/)")
     try:
         config = runs.read_config(path)
     except runs.RunError as e:
@@ -147,7 +151,31 @@ def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
     if not best.is_dir() or not any(best.iterdir()):
         raise ReflectError(f"--from {path}: the run has no best checkpoint ({best}); let phase 1 evaluate at "
                            "least once (finish a schedule cycle) before reflecting")
-    source = Phase1Source(path, best, config)
+    return _check_stages(Phase1Source(path, best, config), dpo_stage_type)
+
+
+def _shipped_phase1(name: str) -> Phase1Source | None:
+    """A phase-1 student that ships with the app (`demo/models/<name>`), as a phase-1 source: its folder is the
+    checkpoint, its shipped.json says the data and answer settings phase 1 used. None: no shipped model of that
+    name. A shipped reflected model is refused: phase 2 starts from phase 1."""
+    from tinythinker.shipped import PHASE1, get_shipped
+
+    model = get_shipped(name)
+    if model is None:
+        return None
+    if model.role != PHASE1:
+        raise ReflectError(f"--from {name}: a shipped {model.role} model; phase 2 starts from a phase-1 student "
+                           f"(its parent is {model.parent!r})")
+    recorded = json.loads((model.folder / "shipped.json").read_text(encoding="utf-8"))
+    config = {"command": "train", "data": recorded.get("data", "csqa"), "stage_type": model.stage_type,
+              "answer_format": model.answer_format,
+              "restrict_answer": False if model.restrict_answer == "free" else model.restrict_answer,
+              "seed": 0, "student": name}
+    return Phase1Source(model.folder, model.folder, config)
+
+
+def _check_stages(source: Phase1Source, dpo_stage_type: str) -> Phase1Source:
+    path = source.path
     have = stages.stages_of(source.student_stage_type)
     need = set(DPO_STAGE_TYPES[dpo_stage_type]) | {stages.RECALL}  # analyses are sampled on chosen recalls
     missing = sorted(need - set(have))
@@ -190,13 +218,8 @@ def sample_analyses(student, contexts: list[AnalyzeContext], config: ReflectConf
 # -- pairs -----------------------------------------------------------------------------------------------
 
 def curated_pairs(store, dpo_stages: tuple[str, ...]) -> list[Pair]:
-    out = []
-    for p in store.curated_pairs():
-        if p.stage in dpo_stages:
-            out.append(Pair(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, stage=p.stage,
-                            question_id=str(p.question_id or ""), source=CURATED,
-                            meta={"provenance": p.provenance}))
-    return out
+    """The store's curated pairs (source CURATED, their provenance as the store made it) for the stages trained."""
+    return [p for p in store.curated_pairs() if p.stage in dpo_stages]
 
 
 def schedule(pairs: list[Pair], batch_size: int, cycles: int, seed: int) -> tuple[list[int], int]:
@@ -565,10 +588,10 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
         if not pairs:
             raise ReflectError(_no_pairs_message(k, config, traces, stats))
         # What the store would refuse at the end of the iteration is refused now, before any training.
-        from tinythinker.store.pairs import as_pair, check_pair
+        from tinythinker.store.pairs import check_pair
 
         for i, p in enumerate(auto):
-            check_pair(as_pair(_store_pair(p, model_name), f"pair #{i}"), f"iteration {k} pair #{i}")
+            check_pair(_store_pair(p, model_name), f"iteration {k} pair #{i}")
         progress({"kind": "phase", "phase": "train", "iteration": k, "pairs": counts})
         with open(work / PAIRS_FILE, "w") as f:
             for p in pairs:
@@ -614,13 +637,13 @@ def _note_sampling(pairs: list[Pair], config: ReflectConfig, stage: str, seed: i
     sampling = {"sampled_stage": stage, "temperature": config.temperature, "top_k": 0, "seed": seed,
                 "num_samples": config.samples}
     for p in pairs:
-        p.meta["sampling"] = dict(sampling)
+        p.provenance["sampling"] = dict(sampling)
 
 
-def _store_pair(p: Pair, model_name: str) -> dict[str, Any]:
-    return {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "stage": p.stage,
-            "question_id": p.question_id,
-            "provenance": {"model": model_name, "chosen_from": p.source, **p.meta}}
+def _store_pair(p: Pair, model_name: str) -> Pair:
+    """An automatic pair as the store keeps it: its provenance adds the checkpoint that sampled it and where its
+    chosen text came from (add_pairs files every one under source "auto")."""
+    return replace(p, provenance={"model": model_name, "chosen_from": p.source, **p.provenance})
 
 
 def _sub(progress, phase: str, k: int):

@@ -109,6 +109,12 @@ def register(subparsers) -> None:
     p.add_argument("--no-length-grouping", action="store_true",
                    help="uniformly shuffled batches as in the paper (default: batches of similar length inside "
                         "each stage segment of the schedule, less padding, same stage order)")
+    p.add_argument("--own-context", default=None, metavar="TRACES",
+                   help="traces of the student's own pipeline on training questions (evaluate --split train --out); "
+                        "each adds a Summarize example with its own recall/analyses and the gold answer")
+    p.add_argument("--train-stages", default=None, metavar="STAGES",
+                   help="train only these stages of the stage type, comma-separated (e.g. summarize); inputs keep "
+                        "the stage type's format")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: far less memory, about a third more time")
     p.add_argument("--logging-steps", type=int, default=None, help="default: every --interval steps")
@@ -134,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,
         max_source_length=args.max_source_length,
         max_target_length=args.max_target_length, logging_steps=args.logging_steps,
+        own_context=args.own_context, train_stages=args.train_stages,
     )
 
 
