@@ -1,7 +1,7 @@
 """Write issue 11 / 12's keys into bench/results.json from bench/out (method.json, eval_speed.json, the runs'
 metrics and the shipped models), leaving every other key as it is.
 
-    .venv/bin/python bench/method_results.py --questions 300 && .venv/bin/python bench/update_results.py
+    .venv/bin/python bench/method_results.py --questions 200 && .venv/bin/python bench/update_results.py
 """
 
 from __future__ import annotations
@@ -27,24 +27,31 @@ def main() -> int:
     results = json.loads(RESULTS.read_text())
     method = load("method.json").get("models", {})
     smol = results.setdefault("phase1", {}).setdefault("smollm2-135m", {})
-    for key, name in (("summarize", "answer-only LoRA"), ("summarize_full_ft", "answer-only full FT"),
-                      ("recall_analyze_summarize", "full method (shipped phase 1)"),
-                      ("recall_analyze_summarize_from_summarize", "full method, teacher's Recall+Analyze"),
-                      ("recall_analyze_summarize_from_analyze", "full method, teacher's Recall")):
+    # The two numbers issue 11 compares: `summarize` (answer-only) and `recall_analyze_summarize` (the full
+    # method), both at the recipe of record, 210 optimizer steps, on the same first 200 validation questions.
+    for key, name in (("summarize", "answer-only LoRA, 210 steps"),
+                      ("recall_analyze_summarize", "full method, equal rhythm (shipped p1-equal)"),
+                      ("recall_analyze_summarize_paper_rhythm", "full method, paper rhythm (shipped p1)"),
+                      ("recall_analyze_summarize_from_summarize", "equal rhythm, teacher's Recall+Analyze"),
+                      ("recall_analyze_summarize_own_context", "equal rhythm + own-context Summarize"),
+                      ("recall_analyze_summarize_teacher_context", "equal rhythm + teacher-context Summarize (control)")):
         if name in method:
             m = method[name]
             smol[key] = {"val_acc": m["accuracy"], "questions": m["questions"], "ci95": [m["ci_low"], m["ci_high"]],
                          "top_answer_share": m["top_answer_share"], "invalid_rate": m["invalid_rate"],
-                         "traces": f"bench/out/{m['file']}"}
-    smol["recipe_of_record"] = "LoRA r=16, text_letter target read in score mode, cosine with 10% warm-up"
-    metrics = ROOT / "runs" / "p2-ras-lora" / "metrics.jsonl"
+                         "traces": m["file"], "what": name}
+    smol["recipe_of_record"] = ("LoRA r=16, 210 optimizer steps of batch 16, --order equal for the staged types, "
+                                "text_letter target read in score mode, cosine with 10% warm-up")
+    metrics = ROOT / "runs" / "p2-equal" / "metrics.jsonl"
     if metrics.is_file():
         rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        iters = [r for r in rows if r.get("kind") in ("iteration", "iteration_end")]
         p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
-        p2["iterations"] = iters or [r for r in rows if r.get("kind") == "eval"]
-        if "reflected (shipped)" in method:
-            p2["val_acc_300"] = method["reflected (shipped)"]["accuracy"]
+        p2["iterations"] = [r for r in rows if r.get("kind") in ("baseline", "iteration")]
+        p2["from"] = "tinythinker-smollm2-p1-equal"
+        if "reflected from equal rhythm" in method:
+            m = method["reflected from equal rhythm"]
+            p2["val_acc"] = m["accuracy"]
+            p2["val_questions"] = m["questions"]
         p2["flips"] = load("method.json").get("flips", {})
     results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
                            "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}
