@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demo.widgets import SPLITS, friendly, pick_question, question_markdown, question_picker, verdict_markdown
+from demo.widgets import (
+    SPLITS,
+    friendly,
+    pick_question,
+    picked_markdown,
+    question_markdown,
+    question_picker,
+    verdict_markdown,
+)
 from tinythinker import plots
 from tinythinker.compare import (
     FLIP_KINDS,
@@ -54,13 +62,14 @@ def one_question(ctx, a, b, *question_inputs, mode=FOLLOW):
 
     _check_pair(a, b)
     q = pick_question(ctx, *question_inputs)
+    shown = picked_markdown(ctx, q, *question_inputs[:3])
     ta = run_pipeline(ctx.student(a), [q], **run_settings(ctx, a, mode))[0]
     tb = run_pipeline(ctx.student(b), [q], **run_settings(ctx, b, mode))[0]
     texts = [(ta.recall or "", tb.recall or ""),
              (analyses_text(q.labels, ta.analyses) if ta.analyses else "",
               analyses_text(q.labels, tb.analyses) if tb.analyses else ""),
              (ta.summary, tb.summary)]
-    out = [question_markdown(q)]
+    out = [shown]
     for left, right in texts:
         out.extend(word_diff(left, right))
     out += [f"**A** · {ctx.label(a)}\n\n" + verdict_markdown(ta), f"**B** · {ctx.label(b)}\n\n" + verdict_markdown(tb)]
@@ -164,10 +173,16 @@ def over_split(ctx, a, b, benchmark, split, limit, kind, progress=None, mode=FOL
     n = sum(counts.values())
     acc_a = sum(t.correct is True for t in ta) / max(len(ta), 1)
     acc_b = sum(t.correct is True for t in tb) / max(len(tb), 1)
-    summary = (f"{n} questions · A {ctx.label(a)}: {acc_a:.1%} · B {ctx.label(b)}: {acc_b:.1%} · " +
+    summary = (_cached_line(ctx, benchmark, split) + f"{n} questions · A {ctx.label(a)}: {acc_a:.1%} · B {ctx.label(b)}: {acc_b:.1%} · " +
                " · ".join(f"{k}: {v}" for k, v in counts.items()) + f" · showing {len(rows)}")
     table = [[r[h] for h in TABLE_HEADERS] for r in rows]
     return summary, table, plots.flips(counts, a, b)
+
+
+def _cached_line(ctx, benchmark, split) -> str:
+    """Over a split read from the shipped students' cached questions (no benchmark data): the line saying so."""
+    note = ctx.questions_note(benchmark, split)
+    return f"**Cached questions only** ({note})  \n" if note else ""
 
 
 def _acc(value, ci) -> str:
@@ -203,7 +218,7 @@ def split_report(ctx, a, b, benchmark, split, limit, show, search, slice_name, p
     figure = plots.flip_rates_by_slice(report["slices"], slice_name or None, a, b)
     folder = tempfile.mkdtemp(prefix="tinythinker-compare-")
     download = write_compared_traces(f"{folder}/traces-{benchmark}-{split}.jsonl", ta, tb, a, b)
-    text = head + report_markdown(report, a, b) + f"  \nshowing {len(rows)} question(s)"
+    text = _cached_line(ctx, benchmark, split) + head + report_markdown(report, a, b) + f"  \nshowing {len(rows)} question(s)"
     return text, slices, figure, rows, str(download)
 
 

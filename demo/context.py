@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tinythinker import DEFAULT_STUDENT
 from tinythinker.compare import parent_checkpoint
-from tinythinker.data import load_examples, load_questions
+from tinythinker.data import DataError, load_examples, load_questions, resolve_data_dir
 from tinythinker.jobs import NAMED_STUDENTS, resolve_student
 from tinythinker.modelcache import StudentCache
 from tinythinker.runs import RunError, read_config
@@ -17,6 +17,9 @@ from tinythinker.shipped import (
     PHASE1,
     ShippedModel,
     answer_settings,
+    cached_questions,
+    cached_questions_note,
+    cached_range_error,
     import_shipped_traces,
     list_shipped,
     shipped_pair,
@@ -37,15 +40,48 @@ class AppContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _data_problem: list = field(default_factory=list)  # [] until checked, then [None | message]
     imported: dict = field(default_factory=dict)  # what prepare() filed in the store, per shipped model
+    _cached_notes: dict = field(default_factory=dict)  # (benchmark, split) -> note, for questions from the traces
 
     # -- data ------------------------------------------------------------------------------------------------
     def questions(self, benchmark: str, split: str) -> list[Question]:
-        """A benchmark split, loaded once per app process (seeded splits make it the same every time)."""
+        """A benchmark split, loaded once per app process (seeded splits make it the same every time). When the
+        benchmark data cannot be read, the questions cached with the shipped students for that split (the first
+        ones of it, in order; `questions_note` says so); without those, the data error."""
         key = (benchmark, split)
         with self._lock:
             if key not in self._questions:
-                self._questions[key] = load_questions(benchmark, split, data_dir=self.ws.data_dir)
+                try:
+                    self._questions[key] = load_questions(benchmark, split, data_dir=self.ws.data_dir)
+                except DataError:
+                    cached = cached_questions(benchmark, split, self.shipped_root)
+                    if not cached:
+                        raise
+                    self._questions[key] = cached
+                    self._cached_notes[key] = cached_questions_note(len(cached), benchmark, split,
+                                                                    self._data_folder())
             return self._questions[key]
+
+    def questions_note(self, benchmark: str, split: str) -> str:
+        """'' for a split read from the benchmark data; for one from the shipped students' cached traces, the
+        line saying so (after `questions` has loaded it)."""
+        return self._cached_notes.get((benchmark, split), "")
+
+    def question(self, benchmark: str, split: str, index: int) -> Question:
+        """Question # `index` of a split; a ValueError for one outside it (saying how to get the rest when only
+        the cached questions are here)."""
+        questions = self.questions(benchmark, split)
+        if not 0 <= index < len(questions):
+            if self.questions_note(benchmark, split):
+                raise ValueError(cached_range_error(index, len(questions), benchmark, split))
+            raise ValueError(f"question #: {index} is outside 0..{len(questions) - 1} ({benchmark} {split})")
+        return questions[index]
+
+    def _data_folder(self) -> Path | None:
+        """The local data folder load_questions read (None: none, the hub)."""
+        try:
+            return resolve_data_dir(self.ws.data_dir)
+        except DataError:
+            return self.ws.data_dir
 
     def examples(self, benchmark: str, split: str) -> list[tuple[Question, list[Rationale]]]:
         key = ("examples", benchmark, split)

@@ -14,7 +14,7 @@ from demo.widgets import (
     friendly,
     make_sampling,
     pick_question,
-    question_markdown,
+    picked_markdown,
     question_picker,
     rows_analyses,
     sampling_controls,
@@ -35,6 +35,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
     from tinythinker.pipeline import complete_trace, run_stage  # torch: loaded after start-up (app.warm_up)
 
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
+    shown = picked_markdown(ctx, q, source, benchmark, split)
     sampling = make_sampling(do_sample, temperature, top_k, top_p, max_new_tokens, seed)
     student = ctx.student(checkpoint)
     stages = stages_of(stage_type)
@@ -66,13 +67,13 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
         timings[action] = round(time.perf_counter() - start, 4)
         if action == RECALL:
             # What followed the old recall is stale now.
-            return question_markdown(q), out, analyses_rows(q, None), "", "", timings, note_for()
+            return shown, out, analyses_rows(q, None), "", "", timings, note_for()
         if action == ANALYZE:
-            return question_markdown(q), recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
+            return shown, recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
         predicted = parse_answer(out, q.labels)
         trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
                       correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
-        return (question_markdown(q), recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
+        return (shown, recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
                 timings, note_for(recall, analyses))
 
     if action == "all":
@@ -93,7 +94,7 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
                            sampling=sampling, restrict_answer=restrict or "free")
     kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
     timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
-    return (question_markdown(q), trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
+    return (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
             verdict_markdown(trace), timings, note_for(trace.recall, trace.analyses))
 
 
@@ -116,7 +117,7 @@ def model_settings(ctx, checkpoint):
 
 def show_question(ctx, source, benchmark, split, index, stem, options, answer):
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
-    return question_markdown(q), "", analyses_rows(q, None), "", "", {}, gr.skip()
+    return picked_markdown(ctx, q, source, benchmark, split), "", analyses_rows(q, None), "", "", {}, gr.skip()
 
 
 def refresh(ctx, current):

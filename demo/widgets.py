@@ -94,11 +94,14 @@ def question_picker(custom: bool = True, prefix: str = "") -> QuestionPicker:
 def pick_question(ctx, source, benchmark, split, index, stem, options, answer) -> Question:
     if source == CUSTOM:
         return custom_question(stem, options, answer)
-    questions = ctx.questions(benchmark, split)
-    i = int(index or 0)
-    if not 0 <= i < len(questions):
-        raise ValueError(f"question #: {i} is outside 0..{len(questions) - 1} ({benchmark} {split})")
-    return questions[i]
+    return ctx.question(benchmark, split, int(index or 0))
+
+
+def picked_markdown(ctx, q: Question, source, benchmark, split) -> str:
+    """A picked question as the tab shows it, with a line under it when it is one of the shipped students' cached
+    questions (no benchmark data here)."""
+    note = "" if source == CUSTOM else ctx.questions_note(benchmark, split)
+    return question_markdown(q) + (f"\n\n> {note}" if note else "")
 
 
 def custom_question(stem: str, options: str, answer: str | None = None) -> Question:

@@ -8,11 +8,13 @@ import pytest
 from gradio_client import Client, handle_file
 from shipped_helpers import N_TRACES, write_shipped
 
-from demo import compare
-from demo.widgets import make_sampling
+from demo import compare, step
+from demo.context import AppContext
+from demo.widgets import friendly, make_sampling
 from tinythinker import jobs
+from tinythinker.data import MissingDataError, hub, load_questions
 from tinythinker.pipeline import read_traces, run_pipeline, write_traces
-from tinythinker.shipped import import_shipped_traces, list_shipped
+from tinythinker.shipped import cached_questions, import_shipped_traces, list_shipped
 from tinythinker.store import Store
 from tinythinker.students import load_student
 
@@ -27,10 +29,15 @@ def _step(client, action, checkpoint, stage_type="recall_analyze_summarize", **o
 
 
 @pytest.fixture(scope="module")
-def shipped_app(tmp_path_factory, data_dir):
+def shipped_root(tmp_path_factory, data_dir):
+    return write_shipped(tmp_path_factory.mktemp("shipped"), data_dir)
+
+
+@pytest.fixture(scope="module")
+def shipped_app(tmp_path_factory, shipped_root, data_dir):
     from test_app import launched_app
 
-    root = write_shipped(tmp_path_factory.mktemp("shipped"), data_dir)
+    root = shipped_root
     with launched_app(tmp_path_factory.mktemp("ws"), data_dir, shipped_root=root) as (ctx, url):
         yield ctx, Client(url, verbose=False), root
 
@@ -132,6 +139,92 @@ def test_env_overrides_the_shipped_root(tmp_path, monkeypatch):
     (tmp_path / "m" / "shipped.json").write_text(json.dumps({"name": "m", "role": "reflected", "parent": "p"}))
     monkeypatch.setenv("TINYTHINKER_SHIPPED_DIR", str(tmp_path))
     assert [(m.name, m.iteration) for m in list_shipped()] == [("m", 1)]
+
+
+# -- first use without data: the questions cached with the shipped students (issue 14) ----------------------------
+
+def _fake_shipped(root, name, questions, **fields):
+    """A shipped folder holding only what cached_questions reads: shipped.json and traces of `questions`."""
+    folder = root / name
+    (folder / "traces").mkdir(parents=True)
+    (folder / "shipped.json").write_text(json.dumps({"name": name, "role": "phase1", **fields}))
+    lines = [json.dumps({"question": q.to_dict(), "summary": "", "predicted": None}) for q in questions]
+    (folder / "traces" / "validation.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_cached_questions_are_the_longest_cached_list_in_order(tmp_path, data_dir):
+    val = load_questions("csqa", "validation", data_dir=data_dir, limit=5)
+    _fake_shipped(tmp_path, "short", val[:3], data="csqa", split="validation")
+    _fake_shipped(tmp_path, "long", val, data="csqa", split="validation")
+    _fake_shipped(tmp_path, "other-split", val[::-1] * 2, data="csqa", split="train")
+    _fake_shipped(tmp_path, "other-data", val[::-1] * 2, data="obqa", split="validation")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "shipped.json").write_text(json.dumps({"name": "broken", "role": "phase1"}))
+    (tmp_path / "broken" / "traces").mkdir()
+    (tmp_path / "broken" / "traces" / "validation.jsonl").write_text("{not a trace\n")
+    got = cached_questions("csqa", "validation", tmp_path)
+    assert got == val  # whole Question objects, gold answers included, in split order
+    assert all(q.answer for q in got)
+    # None cached for these: [] (the app then shows the data error).
+    assert cached_questions("csqa", "test", tmp_path) == []
+    assert cached_questions("strategyqa", "validation", tmp_path) == []
+    assert cached_questions("csqa", "validation", tmp_path / "missing") == []
+    # Without `data` in shipped.json, the questions' own source decides.
+    _fake_shipped(tmp_path / "plain", "plain", val[:2])
+    assert cached_questions("csqa", "validation", tmp_path / "plain") == val[:2]
+    assert cached_questions("obqa", "validation", tmp_path / "plain") == []
+
+
+@pytest.fixture()
+def no_data_ctx(tmp_path, monkeypatch, shipped_root):
+    """The app's context as `python app.py` gives it on an offline machine: no data folder, the hub unreachable
+    (stood in for: importing `datasets` takes half a minute here), the fake shipped students."""
+    from test_app import make_workspace
+
+    def offline(name, part, local_file):
+        raise MissingDataError(f"could not load {name} from the Hugging Face hub (offline)")
+
+    monkeypatch.delenv("TINYTHINKER_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data either
+    monkeypatch.setattr(hub, "hub_rows", offline)
+    return AppContext(ws=make_workspace(tmp_path / "ws", None, runs=False), shipped_root=shipped_root)
+
+
+def test_without_data_step_through_shows_the_cached_questions(no_data_ctx, shipped_root):
+    ctx = no_data_ctx
+    cached = read_traces(shipped_root / "tt-phase1" / "traces" / "validation.jsonl")
+    picked = ("benchmark", "csqa", "validation")
+    shown = step.show_question(ctx, *picked, 0, "", "", "")[0]
+    first = cached[0].question
+    # question #0, with its gold answer
+    assert first.stem in shown and f"**({first.answer})** {first.option_text(first.answer)}  (answer)" in shown
+    assert (f"no data folder: these are the {N_TRACES} CSQA validation questions cached with the shipped "
+            "students; start with --data-dir DIR (or set TINYTHINKER_DATA_DIR) for the whole split") in shown
+    assert cached[N_TRACES - 1].question.stem in step.show_question(ctx, *picked, N_TRACES - 1, "", "", "")[0]
+    # Beyond the cached questions: how many there are and how to get the rest, in the tab's message area.
+    out = friendly(lambda *a: step.show_question(ctx, *a), 7, 6)(*picked, N_TRACES, "", "", "")
+    assert f"question #: {N_TRACES} is outside 0..{N_TRACES - 1}" in out[6]
+    assert f"only the first {N_TRACES} CSQA validation questions" in out[6] and "--data-dir" in out[6]
+    # A run on the cached question shows the same line; one's own question has none.
+    out = step.step(ctx, "recall", "tt-phase1", "recall_analyze_summarize", *picked, 0, "", "", "", False, 0.7, 0,
+                    1.0, 8, 0, "constrain", "", None, None)
+    assert first.stem in out[0] and "no data folder" in out[0] and out[1]
+    own = step.show_question(ctx, "my own question", "csqa", "validation", 0, "Where?", "here\nthere", "")[0]
+    assert "Where?" in own and "no data folder" not in own
+    # Nothing cached for another benchmark or split: today's data error.
+    out = friendly(lambda *a: step.show_question(ctx, *a), 7, 6)("benchmark", "obqa", "validation", 0, "", "", "")
+    assert "Error" in out[6] and "hub" in out[6] and "cached" not in out[6]
+    assert "hub" in friendly(lambda *a: step.show_question(ctx, *a), 7, 6)("benchmark", "csqa", "train", 0, "", "",
+                                                                         "")[6]
+
+
+def test_without_data_compare_runs_over_the_cached_questions(no_data_ctx):
+    ctx = no_data_ctx
+    summary, table, _ = compare.over_split(ctx, "tt-phase1", "tt-reflected", "csqa", "validation", 0, compare.ALL)
+    assert ctx.students.loads == 0  # the shipped traces, no model run
+    assert "Cached questions only" in summary and f"{N_TRACES} questions" in summary
+    assert f"{N_TRACES} CSQA validation questions cached" in summary
 
 
 # -- first use without data, with an empty store ---------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 
 from tinythinker.pipeline import read_traces, run_pipeline
-from tinythinker.shipped import list_shipped
+from tinythinker.shipped import cached_questions, list_shipped, trace_questions
 from tinythinker.students import load_student
 
 SHIPPED = list_shipped()
@@ -17,6 +17,18 @@ def test_two_students_ship_with_the_app():
         size = (m.folder / "adapter_model.safetensors").stat().st_size
         assert size <= 10_000_000, f"{m.name}: adapter is {size} bytes, over 10 MB"
         assert m.has_traces and m.card_path.is_file()
+
+
+def test_the_shipped_traces_give_the_first_validation_questions_without_data():
+    """What the app shows without a data folder (issue 14): the longest cached list, and trace i of every shipped
+    model is on question i, so question # i means the same with and without the data."""
+    cached = cached_questions("csqa", "validation")
+    longest = max(len(trace_questions(m.traces_path)) for m in SHIPPED)
+    assert len(cached) == longest >= 200 and all(q.answer and q.source == "csqa" for q in cached)
+    for m in SHIPPED:
+        ids = [q.id for q in trace_questions(m.traces_path)]
+        assert ids == [q.id for q in cached[:len(ids)]], m.name
+    assert cached_questions("obqa", "validation") == [] and cached_questions("csqa", "train") == []
 
 
 @pytest.mark.slow

@@ -7,12 +7,14 @@ A shipped student is a folder `demo/models/<name>/` (the root is overridable wit
     model_card.md             data, recipe, exact command, validation accuracy, date
     adapter_config.json, adapter_model.safetensors, tinythinker_student.json ...   a peft LoRA adapter over `base`
     traces/validation.jsonl   cached greedy traces on the validation split (what Results, Compare and Annotate
-                              show without running the model)
+                              show without running the model), trace i on validation question i of the project's
+                              split (`data`/`split` of shipped.json; csqa validation when not given)
 
 `list_shipped()` reads every `shipped.json` under the root (a missing or empty root is no shipped model; a folder
 with an unreadable `shipped.json` is skipped with a warning, never fatal: the app must start). `answer_settings()`
 says with which stage type, answer format and answer mode a model is meant to be run: a shipped model's own, a
-run's config (a phase-2 run follows its phase-1 run), or the defaults for a plain student.
+run's config (a phase-2 run follows its phase-1 run), or the defaults for a plain student. `cached_questions()`
+gives the questions those traces hold: what the app shows when no benchmark data can be read (first use).
 No torch, no gradio: the app lists these at start-up.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tinythinker.stages import ANSWER_FORMATS, DEFAULT_STAGE_TYPE, STAGE_TYPES, answer_mode
+from tinythinker.types import Question
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class ShippedModel:
     answer_format: str = "letter"
     restrict_answer: str = "free"  # `stages.ANSWER_MODES`
     iteration: int = 0  # what the store files its traces under (a reflected model: its DPO iteration)
+    data: str | None = None  # the benchmark its traces are on (None: not said; their questions' source tells)
+    split: str = "validation"  # the split its traces are on
 
     @property
     def traces_path(self) -> Path:
@@ -86,7 +91,8 @@ class ShippedModel:
         return {"name": self.name, "folder": str(self.folder), "role": self.role, "parent": self.parent,
                 "base": self.base, "val_acc": self.val_acc, "stage_type": self.stage_type,
                 "answer_format": self.answer_format, "restrict_answer": self.restrict_answer,
-                "iteration": self.iteration, "traces": str(self.traces_path) if self.has_traces else None}
+                "iteration": self.iteration, "data": self.data, "split": self.split,
+                "traces": str(self.traces_path) if self.has_traces else None}
 
 
 def shipped_dir(root: str | os.PathLike | None = None) -> Path:
@@ -129,9 +135,15 @@ def read_shipped(folder: str | os.PathLike) -> ShippedModel:
     iteration = d.get("iteration", 0 if role == PHASE1 else 1)
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise ShippedError(f"{path}: 'iteration' must be a whole number >= 0")
+    data, split = d.get("data"), d.get("split") or "validation"
+    if data is not None and not isinstance(data, str):
+        raise ShippedError(f"{path}: 'data' must be a benchmark name")
+    if not isinstance(split, str):
+        raise ShippedError(f"{path}: 'split' must be a split name")
     return ShippedModel(name=name, folder=folder.resolve(), role=role, parent=d.get("parent"), base=d.get("base"),
                         val_acc=None if val_acc is None else float(val_acc), stage_type=stage_type,
-                        answer_format=answer_format, restrict_answer=mode, iteration=iteration)
+                        answer_format=answer_format, restrict_answer=mode, iteration=iteration, data=data or None,
+                        split=split)
 
 
 def list_shipped(root: str | os.PathLike | None = None) -> list[ShippedModel]:
@@ -198,6 +210,75 @@ def read_cached_traces(model: ShippedModel):
     from tinythinker.pipeline import read_traces
 
     return read_traces(model.traces_path) if model.has_traces else []
+
+
+# -- the questions the cached traces hold (first use, without benchmark data) ------------------------------------
+
+BENCHMARK_NAMES = {"csqa": "CSQA", "obqa": "OBQA", "strategyqa": "StrategyQA"}
+DATA_HINT = "start with --data-dir DIR (or set TINYTHINKER_DATA_DIR) for the whole split"
+
+
+def trace_questions(path: str | os.PathLike) -> list[Question]:
+    """The questions of a traces file, in order, each once (only the `question` of each line is read: no torch).
+    ValueError names the file and line of one that is not a trace."""
+    path = Path(path)
+    seen: dict[str, Question] = {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                q = Question.from_dict(json.loads(line)["question"])
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{path}, line {n}: not a trace (missing or malformed field {e})") from None
+            seen.setdefault(q.id, q)
+    return list(seen.values())
+
+
+def cached_questions(benchmark: str, split: str, root: str | os.PathLike | None = None,
+                     models: list[ShippedModel] | None = None) -> list[Question]:
+    """The `benchmark` `split` questions the shipped models' cached traces hold, in split order (trace i is
+    question i of the project's split, so question # i means the same as with the data): the longest such list
+    among the shipped models (`models`, else those under `root`) whose shipped.json `data` and `split` match (a
+    model without `data`: when every question's source is `benchmark`). [] when none are cached for that split;
+    an unreadable traces file is skipped (logged)."""
+    found: list[tuple[str, list[Question]]] = []
+    for m in models if models is not None else list_shipped(root):
+        if not m.has_traces or m.split != split or (m.data is not None and m.data != benchmark):
+            continue
+        try:
+            questions = trace_questions(m.traces_path)
+        except (OSError, ValueError) as e:
+            log.warning("cached questions of %s not read: %s", m.name, e)
+            continue
+        if m.data is None and any(q.source != benchmark for q in questions):
+            continue
+        found.append((m.name, questions))
+    if not found:
+        return []
+    name, best = max(found, key=lambda f: len(f[1]))
+    for other, questions in found:
+        if [q.id for q in questions] != [q.id for q in best[:len(questions)]]:
+            log.warning("the cached traces of %s and %s are not on the same %s %s questions in the same order; "
+                        "showing those of %s", other, name, benchmark, split, name)
+    return best
+
+
+def cached_questions_note(n: int, benchmark: str, split: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The line shown with a question taken from the cached traces: why, how many, and how to get them all.
+    `data_dir`: the data folder that could not be read (None: there is none)."""
+    why = "no data folder" if data_dir is None else f"no readable {benchmark} data in {data_dir}"
+    return (f"{why}: these are the {n} {BENCHMARK_NAMES.get(benchmark, benchmark)} {split} questions cached with "
+            f"the shipped students; {DATA_HINT}")
+
+
+def cached_range_error(index: int, n: int, benchmark: str, split: str) -> str:
+    """What a question # beyond the cached questions gets."""
+    return (f"question #: {index} is outside 0..{n - 1}: without the benchmark data only the first {n} "
+            f"{BENCHMARK_NAMES.get(benchmark, benchmark)} {split} questions (cached with the shipped students) are "
+            f"here; {DATA_HINT}")
 
 
 # -- how a model answers ----------------------------------------------------------------------------------------
