@@ -108,7 +108,7 @@ def test_generate_label_curate_reflect_compare(served):
     assert sorted(_key(p) for p in trained) == sorted(_key(p) for p in made)
     assert all(p["source"] == "curated" and p["iteration"] == 1 for p in trained)
     provenance = {_key(p): p["provenance"] for p in made}
-    assert all(p["meta"]["provenance"] == provenance[_key(p)] for p in trained)
+    assert all(p["provenance"] == provenance[_key(p)] for p in trained)
     [iteration] = read_metrics(run, "iteration")
     assert iteration["curated_pairs"] == iteration["pairs_trained"] == len(made) and iteration["too_long"] == 0
 

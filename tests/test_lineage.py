@@ -59,9 +59,9 @@ def test_a_reflect_run_records_what_trained_it_with_sampling_and_files_the_new_m
 
     # Every automatic pair says which checkpoint, iteration and sampling wrote it: in the run's record and the store.
     auto = [p for p in recorded if p["source"] != "curated"]
-    assert {p["meta"]["sampling"]["sampled_stage"] for p in auto} == {"recall", "analyze"}
+    assert {p["provenance"]["sampling"]["sampled_stage"] for p in auto} == {"recall", "analyze"}
     want = {"temperature": config.temperature, "top_k": 0, "seed": 1, "num_samples": config.samples}
-    assert all(p["meta"]["sampling"].items() >= want.items() for p in auto)
+    assert all(p["provenance"]["sampling"].items() >= want.items() for p in auto)
     with Store(db) as store:
         stored = store.pairs(source="auto")
         assert len(stored) == len(auto)
@@ -106,7 +106,7 @@ def _reflect_run(ws, name, pairs_mode, pairs, val_acc=(0.5,)):
 
 def _pair(q, source="curated", qid=None, provenance=None):
     return {"prompt": stages.recall_input(q), "chosen": f"good {q.id}", "rejected": f"bad {q.id}", "stage": "recall",
-            "question_id": q.id if qid is None else qid, "source": source, "meta": {"provenance": provenance or {}}}
+            "question_id": q.id if qid is None else qid, "source": source, "provenance": provenance or {}}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from store_helpers import question, trace
 
-from tinythinker import pairs as phase2_pairs
 from tinythinker.pair_checks import Thresholds, check_pairs
 from tinythinker.store import Pair, Store
 
@@ -75,11 +74,10 @@ def test_curated_pairs_from_the_store_look_up_their_traces(tmp_path):
 
 
 def test_phase2_pairs_are_judged_by_construction():
-    auto = [phase2_pairs.Pair(prompt=f"p{i}", chosen=f"chosen {i} text", rejected=f"rejected {i} text",
-                              stage="recall", question_id=f"q{i}") for i in range(4)]
-    curated = phase2_pairs.Pair(prompt="p9", chosen="c", rejected="r", stage="recall", question_id="q9",
-                                source="curated", meta={"provenance": {"chosen_correct": False,
-                                                                       "rejected_correct": True}})
+    auto = [Pair(prompt=f"p{i}", chosen=f"chosen {i} text", rejected=f"rejected {i} text", stage="recall",
+                 question_id=f"q{i}") for i in range(4)]
+    curated = Pair(prompt="p9", chosen="c", rejected="r", stage="recall", question_id="q9", source="curated",
+                   provenance={"chosen_correct": False, "rejected_correct": True})
     rows = _by_check(check_pairs(auto + [curated]))
     assert rows["consistent outcome"]["n"] == 5 and rows["consistent outcome"]["value"] == 0.8
 

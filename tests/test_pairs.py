@@ -1,9 +1,13 @@
+import pytest
+
 from tinythinker import stages
 from tinythinker.pairs import (
     AUTO,
+    CURATED,
     TEACHER,
     AnalyzeContext,
     Pair,
+    PairError,
     analyze_pairs,
     pair_stats,
     recall_pairs,
@@ -105,7 +109,7 @@ def test_analyze_pairs_only_gt_and_predicted_option():
     assert pairs[0].prompt == stages.analyze_input(q, "the recall", "A")
     assert pairs[1].prompt == stages.analyze_input(q, "the recall", "B")
     assert all(p.stage == stages.ANALYZE and p.source == AUTO for p in pairs)
-    assert [p.meta["option"] for p in pairs] == ["A", "B"]
+    assert [p.provenance["option"] for p in pairs] == ["A", "B"]
 
 
 def test_analyze_pairs_use_backup_when_no_trace_is_right():
@@ -113,7 +117,7 @@ def test_analyze_pairs_use_backup_when_no_trace_is_right():
     ctx = AnalyzeContext(q, "r", [(analyses("ta", "tb", "tc"), TEACHER)])
     traces = [trace(q, "r", "C", analyses("a1", "b1", "c1")), trace(q, "r", "B", analyses("a2", "b2", "c2"))]
     pairs = analyze_pairs(traces, [ctx], seed=0)
-    got = sorted((p.meta["option"], p.chosen, p.rejected, p.source) for p in pairs)
+    got = sorted((p.provenance["option"], p.chosen, p.rejected, p.source) for p in pairs)
     assert got == [("A", "ta", "a1", TEACHER), ("A", "ta", "a2", TEACHER),
                    ("B", "tb", "b2", TEACHER), ("C", "tc", "c1", TEACHER)]
 
@@ -143,9 +147,33 @@ def test_analyze_pairs_balance_more_rejected_than_chosen():
 
 
 def test_pair_round_trip_and_stats():
-    p = Pair("prompt", "c", "r", stages.RECALL, "q1", AUTO, {"gt": "A"})
+    p = Pair("prompt", "c", "r", stages.RECALL, "q1", AUTO, provenance={"gt": "A"})
     assert Pair.from_dict(p.to_dict()) == p
     q1, q2, q3 = question("q1"), question("q2"), question("q3")
     traces = [trace(q1, "a", "A"), trace(q1, "b", "A"), trace(q2, "a", "B"), trace(q3, "a", "A"),
               trace(q3, "b", "C")]
     assert pair_stats(traces) == {"questions": 3, "all_right": 1, "all_wrong": 1, "mixed": 1}
+
+
+def test_one_pair_type_reads_its_own_dicts_and_older_ones():
+    import tinythinker.store.pairs as store_pairs
+    from tinythinker.store import Pair as StorePair
+    from tinythinker.store import StoreError
+
+    # Phase 2 and the store share the one type and its source names.
+    assert store_pairs.Pair is StorePair is Pair
+    assert (store_pairs.SOURCES_AUTO, store_pairs.SOURCES_CURATED) == (AUTO, CURATED)
+    p = Pair("P\nRecall:", "c", "r", stages.RECALL, "q1", CURATED, iteration=2, provenance={"chosen": {"trace_id": 1}})
+    assert Pair.from_dict(p.to_dict()) == p
+    # Files from earlier versions keep provenance in `meta` (a curated pair's nested as meta={"provenance": ...}).
+    old = {k: v for k, v in p.to_dict().items() if k != "provenance"}
+    assert Pair.from_dict({**old, "meta": {"gt": "A"}}).provenance == {"gt": "A"}
+    assert Pair.from_dict({**old, "meta": {"provenance": {"chosen": {"trace_id": 1}}}}) == p
+    # A record missing a field names it and where the record came from; the store raises its own error type.
+    bad = {k: v for k, v in p.to_dict().items() if k != "chosen"}
+    with pytest.raises(PairError, match=r"^pairs\.jsonl line 3: missing field 'chosen'$"):
+        Pair.from_dict(bad, where="pairs.jsonl line 3")
+    with pytest.raises(StoreError, match=r"^pairs\.jsonl line 3: missing field 'chosen'$"):
+        store_pairs.read_pair(bad, "pairs.jsonl line 3")
+    with pytest.raises(PairError, match="row 0: field 'provenance' must be an object"):
+        Pair.from_dict({**p.to_dict(), "provenance": "[1]"}, where="row 0")

@@ -358,13 +358,14 @@ def test_add_pairs_stores_phase2_pairs_once(store):
     assert counts(store) == before
 
 
-def test_phase2_pair_objects_are_accepted(store):
-    from tinythinker.pairs import Pair as Phase2Pair
-
-    p = Phase2Pair(prompt="P\nRecall:", chosen="c", rejected="r", stage="recall", question_id="q1",
-                   meta={"rule": "right vs wrong"})
-    assert store.add_pairs([p], iteration=0) == 1
+def test_pairs_written_by_earlier_versions_keep_their_provenance(store):
+    # Phase 2's pairs used to keep their provenance in `meta`.
+    old = {"prompt": "P\nRecall:", "chosen": "c", "rejected": "r", "stage": "recall", "question_id": "q1",
+           "meta": {"rule": "right vs wrong"}}
+    assert store.add_pairs([old], iteration=0) == 1
     assert store.pairs()[0].provenance == {"rule": "right vs wrong"}
+    with pytest.raises(StoreError, match="pair #0: missing field 'chosen'"):
+        store.add_pairs([{k: v for k, v in old.items() if k != "chosen"}], iteration=0)
 
 
 # ---- export / import ---------------------------------------------------------------------------------------------

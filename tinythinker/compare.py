@@ -503,7 +503,9 @@ def trained_pairs(checkpoint: str | Path) -> list[dict]:
 def _question_id_from_store(pair: dict, store) -> str | None:
     """A curated pair recorded without a question id (imported from another store): the question of a trace its
     provenance names, else of the same pair stored with one."""
-    provenance = (pair.get("meta") or {}).get("provenance") or pair.get("provenance") or {}
+    from tinythinker.pairs import provenance_of
+
+    provenance = provenance_of(pair)  # older run folders keep it in `meta`
     for side in ("chosen", "rejected"):
         origins = provenance.get(side) if isinstance(provenance, dict) else None
         for origin in origins if isinstance(origins, list) else [origins]:

@@ -24,10 +24,11 @@ person's corrected text has no outcome), and phase 2's own construction (source 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tinythinker import stages
+from tinythinker.pairs import Pair, provenance_of
 
 
 @dataclass
@@ -128,22 +129,16 @@ def _get(p: Any, name: str, default: Any = None) -> Any:
 
 
 def _as_record(p: Any) -> dict[str, Any]:
-    """A store Pair, phase 2's Pair (provenance in `meta`), a dataclass or a dict, as one plain dict."""
-    if is_dataclass(p) and not isinstance(p, type):
-        d = asdict(p)
-    elif isinstance(p, dict):
-        d = dict(p)
-    elif hasattr(p, "to_dict"):
+    """A Pair or a pair's dict as one plain dict whose provenance is a dict (see pairs.provenance_of for the
+    records older versions wrote)."""
+    if isinstance(p, Pair):
         d = p.to_dict()
+    elif isinstance(p, dict):
+        d = {**p, "provenance": provenance_of(p)}
     else:
         raise TypeError(f"not a pair: {type(p).__name__}")
-    prov = d.get("provenance")
-    if not isinstance(prov, dict):
-        prov = d.get("meta") if isinstance(d.get("meta"), dict) else {}
-        # phase 2 wraps a curated pair's store provenance as meta={"provenance": ...}
-        if isinstance(prov.get("provenance"), dict):
-            prov = {**prov, **prov["provenance"]}
-    d["provenance"] = prov
+    if not isinstance(d["provenance"], dict):
+        d["provenance"] = {}
     return d
 
 

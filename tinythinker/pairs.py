@@ -2,44 +2,91 @@
 
 Faithful to the paper's code (shengminp/TinyThinker, scripts/generate.py, `generate_dpo_recall_data` and
 `generate_dpo_analyze_data`); where this module departs from it, the comment at that spot says why.
+
+`Pair` is the one pair type: phase 2 builds and trains on it, the store (`tinythinker.store`) keeps, exports and
+imports it. This module does not import the store; the store's own checks on a pair are `store.pairs.check_pair`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any
 
 from tinythinker import stages
 from tinythinker.types import Question, Rationale, Trace
 
+# Where a pair's chosen text came from: the student's own right trace (auto), a teacher rationale that balanced the
+# counts (teacher), or people's labels in the store (curated).
 AUTO, TEACHER, CURATED = "auto", "teacher", "curated"
+
+_REQUIRED = ("prompt", "chosen", "rejected", "stage")
+
+
+class PairError(ValueError):
+    """A pair record that cannot be read; the message names where it came from and the field."""
+
+
+def provenance_of(d: dict[str, Any]) -> Any:
+    """A pair record's provenance. Records written before phase 2 and the store shared this one Pair type (phase 2's
+    pairs.jsonl in older run folders, pairs handed to the store by older code) keep it in `meta` instead, a curated
+    pair's store provenance nested as meta={"provenance": ...}; those must still load, so `meta` is the fallback."""
+    if d.get("provenance"):
+        return d["provenance"]
+    meta = d.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("provenance"), dict):
+        return {**{k: v for k, v in meta.items() if k != "provenance"}, **meta["provenance"]}
+    return meta or {}
 
 
 @dataclass
 class Pair:
     """One DPO example: the same prompt with a preferred and a dispreferred completion."""
 
-    prompt: str
+    prompt: str  # the stage's input as `stages` renders it
     chosen: str
     rejected: str
-    stage: str  # stages.RECALL or stages.ANALYZE
-    question_id: str
-    # Where the chosen text came from: the student's own right trace (auto), a teacher rationale that
-    # balanced the counts (teacher), or a person's label in the store (curated).
-    source: str = AUTO
-    meta: dict[str, Any] = field(default_factory=dict)
+    stage: str  # stages.RECALL or stages.ANALYZE (the store takes any stage)
+    question_id: str | None = None
+    source: str = AUTO  # AUTO, TEACHER or CURATED
+    # Keyword only: the two pair types this one replaced put different fields after question_id.
+    _: KW_ONLY
+    iteration: int | None = None  # the phase-2 iteration that made the pair (a curated one: of the text it corrects)
+    provenance: dict[str, Any] = field(default_factory=dict)  # where the pair came from, plain JSON
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Pair:
+    def from_dict(cls, d: Any, where: str = "pair") -> Pair:
+        """A pair from its dict (to_dict's, a JSON line, a dataset row). PairError, naming `where` and the field,
+        for a missing field or a provenance that is no object; the text checks are the store's (check_pair)."""
+        if not isinstance(d, dict):
+            raise PairError(f"{where}: not a pair (got {type(d).__name__}); expected a Pair or a dict")
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise PairError(f"{where}: missing field {missing[0]!r}")
+        provenance = provenance_of(d)
+        if isinstance(provenance, str):  # the datasets export keeps provenance as a JSON string column
+            try:
+                provenance = json.loads(provenance)
+            except json.JSONDecodeError as e:
+                raise PairError(f"{where}: field 'provenance' is not valid JSON ({e.msg})") from None
+        if not isinstance(provenance, dict):
+            raise PairError(f"{where}: field 'provenance' must be an object, got {type(provenance).__name__}")
         return cls(
             prompt=d["prompt"], chosen=d["chosen"], rejected=d["rejected"], stage=d["stage"],
-            question_id=str(d.get("question_id", "")), source=d.get("source", AUTO),
-            meta=dict(d.get("meta") or {}),
+            question_id=d.get("question_id"), source=d.get("source") or AUTO,
+            iteration=d.get("iteration"), provenance=provenance,
         )
+
+    def key(self) -> str:
+        """Identity of a pair in the store: the same texts from the same source and iteration are stored once."""
+        blob = json.dumps([self.source, self.iteration, self.stage, self.prompt, self.chosen, self.rejected],
+                          ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -125,7 +172,7 @@ def recall_pairs(
         prompt = stages.recall_input(question)
         for (recall, analyses, source), bad in zip(chosen, rejected, strict=False):
             pairs.append(Pair(prompt, recall, bad.recall, stages.RECALL, qid, source,
-                              {"gt": question.answer, "rejected_prediction": bad.predicted}))
+                              provenance={"gt": question.answer, "rejected_prediction": bad.predicted}))
             # The paper samples analyses once per recall pair, so a recall chosen twice is sampled twice;
             # one context per distinct recall with the sample count of the caller spends the same budget
             # without sampling the same prompt in two places.
@@ -192,7 +239,7 @@ def analyze_pairs(
                     continue
                 prompt = stages.analyze_input(question, recall, label, stage_type)
                 pairs.append(Pair(prompt, good_text, bad_text, stages.ANALYZE, qid, source,
-                                  {"gt": gt, "option": label, "rejected_prediction": bad.predicted}))
+                                  provenance={"gt": gt, "option": label, "rejected_prediction": bad.predicted}))
     return pairs
 
 

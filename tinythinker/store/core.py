@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -773,8 +773,7 @@ class Store:
         check_name(source, "source")
         items = []
         for i, p in enumerate(pairs):
-            pair = pairs_mod.as_pair(p, f"pair #{i}")
-            items.append(pairs_mod.Pair(**{**pair.to_dict(), "iteration": iteration, "source": source}))
+            items.append(replace(pairs_mod.read_pair(p, f"pair #{i}"), iteration=iteration, source=source))
         return self.store_pairs(items)
 
     def store_pairs(self, pairs: Iterable[pairs_mod.Pair], where: str = "pair") -> int:

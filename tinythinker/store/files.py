@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tinythinker.data.records import BOM, RepeatedKeyError, describe_path, json_error, loads
 from tinythinker.pair_checks import check_pairs
 from tinythinker.store import card
-from tinythinker.store.pairs import SOURCES_CURATED, Pair
+from tinythinker.store.pairs import SOURCES_CURATED, Pair, read_pair
 from tinythinker.store.validate import StoreError
 from tinythinker.types import Trace
 
@@ -212,7 +212,7 @@ def read_pairs(path: Path) -> Iterator[Pair]:
             raise StoreError(f"{path}: a folder without pairs.jsonl or a saved pairs dataset")
     rows = _load_dataset_rows(path) if path.is_dir() else read_jsonl(path)
     for where, d in rows:
-        yield Pair.from_dict(d, where)
+        yield read_pair(d, where)
 
 
 # ---- export ----------------------------------------------------------------------------------------------------

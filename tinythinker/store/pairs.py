@@ -1,4 +1,5 @@
-"""Preference pairs: the record phase 2 trains on, and curated pairs built from people's labels.
+"""Preference pairs in the store: the checks a pair passes before it is stored, and curated pairs built from
+people's labels. The pair itself is `tinythinker.pairs.Pair` (phase 2's), re-exported here.
 
 A pair is (prompt, chosen, rejected) for one stage, where the prompt is that stage's input as `stages` renders it
 from the trace the texts came from. Curated pairs: per (stage, prompt), texts labelled good (a corrected text always
@@ -7,13 +8,12 @@ counts as good) against texts labelled bad for that same prompt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from tinythinker import stages
+from tinythinker.pairs import AUTO, CURATED, Pair, PairError
 from tinythinker.store.validate import (
     MAX_NAME_CHARS,
     MAX_PROMPT_CHARS,
@@ -25,59 +25,22 @@ from tinythinker.store.validate import (
 )
 from tinythinker.types import Trace
 
-SOURCES_AUTO, SOURCES_CURATED = "auto", "curated"
+__all__ = ["Pair", "SOURCES_AUTO", "SOURCES_CURATED", "check_pair", "curated_pairs", "read_pair", "stage_prompt",
+           "stage_text"]
+
+# The one Pair type (`tinythinker.pairs.Pair`) and its source names, under the names the store has used.
+SOURCES_AUTO, SOURCES_CURATED = AUTO, CURATED
 
 
-@dataclass
-class Pair:
-    prompt: str
-    chosen: str
-    rejected: str
-    stage: str
-    question_id: str | None = None
-    iteration: int | None = None
-    source: str = SOURCES_AUTO
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "pair") -> Pair:
-        missing = [k for k in ("prompt", "chosen", "rejected", "stage") if k not in d]
-        if missing:
-            raise StoreError(f"{where}: missing field {missing[0]!r}")
-        # Phase 2's own Pair keeps where a pair came from in `meta`; take it as provenance when none is given.
-        provenance = d.get("provenance") or d.get("meta") or {}
-        if isinstance(provenance, str):  # the datasets export keeps provenance as a JSON string column
-            try:
-                provenance = json.loads(provenance)
-            except json.JSONDecodeError as e:
-                raise StoreError(f"{where}: field 'provenance' is not valid JSON ({e.msg})") from None
-        return cls(
-            prompt=d["prompt"], chosen=d["chosen"], rejected=d["rejected"], stage=d["stage"],
-            question_id=d.get("question_id"), iteration=d.get("iteration"),
-            source=d.get("source") or SOURCES_AUTO, provenance=provenance,
-        )
-
-    def key(self) -> str:
-        """Identity of a pair in the store: the same texts from the same source and iteration are stored once."""
-        blob = json.dumps([self.source, self.iteration, self.stage, self.prompt, self.chosen, self.rejected],
-                          ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def as_pair(obj: Any, where: str) -> Pair:
-    """Phase 2 may hand its own pair objects: a Pair, a mapping, a dataclass or anything with to_dict()."""
+def read_pair(obj: Any, where: str) -> Pair:
+    """A Pair as given, or read from its dict (a JSON line, a dataset row, what add_pairs is handed); a record that
+    cannot be read raises the store's error, naming `where` and the field."""
     if isinstance(obj, Pair):
         return obj
-    if isinstance(obj, dict):
+    try:
         return Pair.from_dict(obj, where)
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return Pair.from_dict(asdict(obj), where)
-    if hasattr(obj, "to_dict"):
-        return Pair.from_dict(obj.to_dict(), where)
-    raise StoreError(f"{where}: not a pair (got {type(obj).__name__}); expected a Pair or a dict")
+    except PairError as e:
+        raise StoreError(str(e)) from None
 
 
 def check_pair(p: Pair, where: str) -> Pair:
