@@ -166,8 +166,7 @@ def _shipped_phase1(name: str) -> Phase1Source | None:
     if model.role != PHASE1:
         raise ReflectError(f"--from {name}: a shipped {model.role} model; phase 2 starts from a phase-1 student "
                            f"(its parent is {model.parent!r})")
-    recorded = json.loads((model.folder / "shipped.json").read_text(encoding="utf-8"))
-    config = {"command": "train", "data": recorded.get("data", "csqa"), "stage_type": model.stage_type,
+    config = {"command": "train", "data": model.data or "csqa", "stage_type": model.stage_type,
               "answer_format": model.answer_format,
               "restrict_answer": False if model.restrict_answer == "free" else model.restrict_answer,
               "seed": 0, "student": name}
