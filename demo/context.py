@@ -14,9 +14,9 @@ from tinythinker.jobs import NAMED_STUDENTS, resolve_student
 from tinythinker.modelcache import StudentCache
 from tinythinker.runs import RunError, read_config
 from tinythinker.shipped import (
-    PHASE1,
     ShippedModel,
     answer_settings,
+    best_phase1,
     cached_questions,
     cached_questions_note,
     cached_range_error,
@@ -135,13 +135,13 @@ class AppContext:
         return choices
 
     def default_checkpoint(self) -> str:
-        """What Step through starts on: the newest trained model, else a shipped phase-1 student, else the
-        untrained default."""
+        """What Step through starts on: the newest trained model, else the best shipped phase-1 student (by its
+        validation accuracy), else any shipped one, else the untrained default."""
         trained = student_folders(self.ws.runs_dir)
         if trained:
             return self.ws.relative(trained[0])
         shipped = self.shipped()
-        first = next((m for m in shipped if m.role == PHASE1), shipped[0] if shipped else None)
+        first = best_phase1(shipped) or (shipped[0] if shipped else None)
         return first.name if first is not None else self.default_student
 
     def has_trained(self) -> bool:

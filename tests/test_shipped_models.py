@@ -3,7 +3,7 @@
 import pytest
 
 from tinythinker.pipeline import read_traces, run_pipeline
-from tinythinker.shipped import cached_questions, list_shipped, trace_questions
+from tinythinker.shipped import ShippedModel, cached_questions, list_shipped, trace_questions
 from tinythinker.students import load_student
 
 SHIPPED = list_shipped()
@@ -42,3 +42,26 @@ def test_shipped_adapter_reproduces_its_cached_traces(model):
     for a, b in zip(cached, fresh, strict=True):
         assert (a.recall, a.analyses, a.summary, a.predicted) == (b.recall, b.analyses, b.summary, b.predicted), \
             a.question.id
+
+
+def test_best_phase1_is_the_phase1_student_with_the_highest_validation_accuracy(tmp_path):
+    from tinythinker.shipped import best_phase1
+
+    def model(name, role, acc):
+        return ShippedModel(name=name, folder=tmp_path / name, role=role, val_acc=acc)
+
+    models = [model("p1", "phase1", 0.193), model("unknown", "phase1", None), model("p1-equal", "phase1", 0.34),
+              model("reflected", "reflected", 0.9)]
+    assert best_phase1(models).name == "p1-equal"
+    assert best_phase1([model("unknown", "phase1", None), model("p1", "phase1", 0.1)]).name == "p1"
+    assert best_phase1([model("reflected", "reflected", 0.9)]) is None
+
+
+def test_step_through_starts_on_the_best_shipped_phase1_student(tmp_path):
+    from test_app import make_workspace
+
+    from demo.context import AppContext
+
+    ctx = AppContext(ws=make_workspace(tmp_path / "ws", None, traces=False, runs=False))
+    best = max((m for m in SHIPPED if m.role == "phase1"), key=lambda m: m.val_acc)
+    assert ctx.default_checkpoint() == best.name == "tinythinker-smollm2-p1-equal"

@@ -171,6 +171,13 @@ def get_shipped(name: str, root: str | os.PathLike | None = None) -> ShippedMode
     return next((m for m in list_shipped(root) if m.name == name), None)
 
 
+def best_phase1(models: list[ShippedModel]) -> ShippedModel | None:
+    """The shipped phase-1 student with the highest validation accuracy (one without a number ranks last; ties
+    keep the listing order): what a first look at the method should start on."""
+    phase1 = [m for m in models if m.role == PHASE1]
+    return max(phase1, key=lambda m: -1.0 if m.val_acc is None else m.val_acc, default=None)
+
+
 def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, ShippedModel | None]:
     """(phase 1, reflected) to compare: a reflected model with its own parent when one ships, else the first of
     each role."""
