@@ -6,6 +6,7 @@ import gradio as gr
 
 from demo.widgets import SPLITS, friendly, question_markdown, stage_type_dropdown
 from tinythinker import stages
+from tinythinker.data import DataError
 from tinythinker.jobs import BENCHMARKS
 from tinythinker.types import Question, Rationale
 from tinythinker.workspace import DATA
@@ -44,7 +45,10 @@ def show(ctx, benchmark, split, index, path, stage_type):
         resolved = ctx.ws.resolve(path, DATA, field="data file")
         examples = ctx.user_examples(resolved, split)
     else:
-        examples = ctx.examples(benchmark, split)
+        try:
+            examples = ctx.examples(benchmark, split)
+        except DataError:
+            return _cached_only(ctx, benchmark, split, index, stage_type)
     if not examples:
         raise ValueError(f"{benchmark} {split} has no questions")
     i = min(max(int(index or 0), 0), len(examples) - 1)
@@ -52,6 +56,18 @@ def show(ctx, benchmark, split, index, path, stage_type):
     body = "\n\n".join(render_rationale(q, r, stage_type, n) for n, r in enumerate(rationales, 1))
     header = f"Question {i} of {len(examples)} ({benchmark} {split}) · {len(rationales)} teacher rationale(s)"
     return header, question_markdown(q), body or "_no teacher rationale for this question_", i
+
+
+def _cached_only(ctx, benchmark, split, index, stage_type):
+    """Without benchmark data (a first start offline), the questions cached with the shipped students can still
+    be browsed, with their stage inputs; the teacher rationales live only in the data, so say where to point."""
+    questions = ctx.questions(benchmark, split)  # re-raises the data error when nothing is cached either
+    i = min(max(int(index or 0), 0), len(questions) - 1)
+    q = questions[i]
+    header = (f"Question {i} of {len(questions)} cached ({benchmark} {split}) · no teacher rationales: "
+              f"{ctx.questions_note(benchmark, split)}")
+    body = _block("Recall input (what the student is asked first)", stages.recall_input(q), "(the student writes it)")
+    return header, question_markdown(q), body, i
 
 
 def build(ctx):

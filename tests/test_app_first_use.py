@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from shipped_helpers import N_TRACES, write_shipped
 
-from demo import compare, step
+from demo import compare, explore, step
 from demo.context import AppContext
 from demo.widgets import friendly, make_sampling
 from tinythinker import jobs
@@ -219,12 +219,42 @@ def test_without_data_step_through_shows_the_cached_questions(no_data_ctx, shipp
                                                                          "")[6]
 
 
+def test_without_data_explore_opens_on_the_cached_questions_and_says_why_no_rationales(no_data_ctx, shipped_root):
+    ctx = no_data_ctx
+    cached = read_traces(shipped_root / "tt-phase1" / "traces" / "validation.jsonl")
+    explore_ = friendly(lambda *a: explore.show(ctx, *a), 4, 0)
+    header, question, body, index = explore_("csqa", "validation", 1, "", "recall_analyze_summarize")
+    assert index == 1 and cached[1].question.stem in question
+    assert f"Question 1 of {N_TRACES} cached" in header and "no teacher rationales" in header
+    assert "--data-dir" in header  # where to point for the rationales
+    assert cached[1].question.stem in body  # the Recall input the student gets
+    # Nothing cached for the training split: the data error, once, in the header.
+    header = explore_("csqa", "train", 0, "", "recall_analyze_summarize")[0]
+    assert header.startswith("**Error:**") and "hub" in header and "cached" not in header
+
+
 def test_without_data_compare_runs_over_the_cached_questions(no_data_ctx):
     ctx = no_data_ctx
     summary, table, _ = compare.over_split(ctx, "tt-phase1", "tt-reflected", "csqa", "validation", 0, compare.ALL)
     assert ctx.students.loads == 0  # the shipped traces, no model run
     assert "Cached questions only" in summary and f"{N_TRACES} questions" in summary
     assert f"{N_TRACES} CSQA validation questions cached" in summary
+
+
+def test_compare_on_one_cached_question_reads_the_shipped_traces(no_data_ctx, shipped_root):
+    ctx = no_data_ctx
+    cached = {name: read_traces(shipped_root / name / "traces" / "validation.jsonl")
+              for name in ("tt-phase1", "tt-reflected")}
+    out = compare.one_question(ctx, "tt-phase1", "tt-reflected", "benchmark", "csqa", "validation", 2, "", "", "")
+    assert ctx.students.loads == 0  # no model run
+    a, b = cached["tt-phase1"][2], cached["tt-reflected"][2]
+    assert "".join(text for text, _ in out[5]).split() == a.summary.split()
+    assert "".join(text for text, _ in out[6]).split() == b.summary.split()
+    assert compare.CACHED_MARK in out[7] and compare.CACHED_MARK in out[8]
+    # Another answer mode than the one the traces were made with: the models run.
+    out = compare.one_question(ctx, "tt-phase1", "tt-reflected", "benchmark", "csqa", "validation", 2, "", "", "",
+                               mode="free")
+    assert ctx.students.loads == 2 and compare.CACHED_MARK not in out[7]
 
 
 # -- first use without data, with an empty store ---------------------------------------------------------------
