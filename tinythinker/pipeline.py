@@ -22,19 +22,16 @@ restrict_answer: how the Summarize stage writes its answer (`ANSWER_MODES`).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from tinythinker import stages
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, answer_mode, stages_of
 from tinythinker.students import Student
+from tinythinker.traces import read_traces, write_traces  # noqa: F401 - re-exported: callers import them here
 from tinythinker.types import Question, Trace
 
 # Token budgets per stage: ECQA recalls run to ~100 tokens, one option's explanation to ~40, and the answer
@@ -333,35 +330,3 @@ def accuracy(traces: list[Trace]) -> dict[str, Any]:
         out["questions"] = len(answers)
         out["self_consistency_accuracy"] = sum(votes[q] == a for q, a in answers.items()) / len(answers)
     return out
-
-
-def write_traces(path: str | Path, traces: list[Trace]) -> Path:
-    """One JSON Trace per line, written to a temporary file first so that a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for t in traces:
-                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_traces(path: str | Path) -> list[Trace]:
-    path = Path(path)
-    traces = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                traces.append(Trace.from_dict(json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            except (KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{path}, line {n}: not a trace (missing or malformed field {e})") from None
-    return traces

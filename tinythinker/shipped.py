@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tinythinker.stages import ANSWER_FORMATS, DEFAULT_STAGE_TYPE, STAGE_TYPES, answer_mode
+from tinythinker.traces import read_traces, trace_questions
 from tinythinker.types import Question
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,7 @@ def import_shipped_traces(db: str | os.PathLike, models: list[ShippedModel]) -> 
 
 
 def read_cached_traces(model: ShippedModel):
-    """The shipped validation traces (pipeline imported lazily: it pulls in torch)."""
-    from tinythinker.pipeline import read_traces
-
+    """The shipped validation traces."""
     return read_traces(model.traces_path) if model.has_traces else []
 
 
@@ -223,25 +222,6 @@ def read_cached_traces(model: ShippedModel):
 
 BENCHMARK_NAMES = {"csqa": "CSQA", "obqa": "OBQA", "strategyqa": "StrategyQA"}
 DATA_HINT = "start with --data-dir DIR (or set TINYTHINKER_DATA_DIR) for the whole split"
-
-
-def trace_questions(path: str | os.PathLike) -> list[Question]:
-    """The questions of a traces file, in order, each once (only the `question` of each line is read: no torch).
-    ValueError names the file and line of one that is not a trace."""
-    path = Path(path)
-    seen: dict[str, Question] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                q = Question.from_dict(json.loads(line)["question"])
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            except (KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{path}, line {n}: not a trace (missing or malformed field {e})") from None
-            seen.setdefault(q.id, q)
-    return list(seen.values())
 
 
 def cached_questions(benchmark: str, split: str, root: str | os.PathLike | None = None,
