@@ -183,3 +183,30 @@ def test_pair_dataset_counts_what_it_leaves_out(caplog):
     assert kept == [] and len(ds) == 0
     with pytest.raises(ValueError, match="leaves no room"):  # an encoding error is an error, not a dropped pair
         pair_dataset(student, pairs[1:2], 2, 32)
+
+
+def test_gradient_accumulation_and_checkpointing_give_the_same_dpo_steps(tmp_path):
+    """ReflectConfig's memory knobs: a step of 4 pairs as 2 micro-batches of 2, with activation checkpointing,
+    moves the weights as the one batch of 4 does (DPO alone: its per-pair mean splits exactly)."""
+    from tinythinker.dpo import DPOConfig, build_trainer, pair_dataset
+    from tinythinker.pairs import Pair
+    from tinythinker.tiny import tiny_student
+
+    pairs = [Pair(f"question {i}\nRecall:", "the water is cold " * (1 + i % 2), "a tree is hot fire", "recall",
+                  f"q{i}") for i in range(8)]
+
+    def trained(accum, checkpointing):
+        student = tiny_student("causal", seed=0)
+        if checkpointing:
+            student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        dataset, _ = pair_dataset(student, pairs, 64, 32)
+        args = DPOConfig(output_dir=str(tmp_path / f"{accum}{checkpointing}"), per_device_train_batch_size=4 // accum,
+                         gradient_accumulation_steps=accum, learning_rate=1e-2, max_steps=2, rpo_alpha=0.0,
+                         logging_steps=1, save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0)
+        build_trainer(student, dataset, args).train()
+        return torch.cat([p.detach().flatten() for p in student.model.parameters()])
+
+    one_batch = trained(1, False)
+    start = torch.cat([p.detach().flatten() for p in tiny_student("causal", seed=0).model.parameters()])
+    assert (one_batch - start).abs().max() > 1e-3  # it trained
+    assert torch.allclose(trained(2, True), one_batch, atol=1e-5)

@@ -492,6 +492,25 @@ def test_reflect_on_a_path_based_phase1_run_goes_through_the_real_loader(tmp_pat
     assert [r["iteration"] for r in result.iterations] == [1]
 
 
+def test_memory_knobs_are_checked_and_do_not_change_the_experiment():
+    with pytest.raises(ReflectError, match="multiple of --grad-accum 3"):
+        ReflectConfig(from_run="x", batch_size=8, grad_accum=3).check()
+    with pytest.raises(ReflectError, match="--grad-accum must be at least 1"):
+        ReflectConfig(from_run="x", grad_accum=0).check()
+    plain, lean = ReflectConfig(from_run="x"), ReflectConfig(from_run="x", grad_accum=4, gradient_checkpointing=True)
+    lean.check()
+    assert plain.resolved() == lean.resolved()  # a run started without them resumes with them
+    import argparse
+
+    from tinythinker.commands import reflect as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.register(parser.add_subparsers())
+    got = cmd.config_from_args(parser.parse_args(["reflect", "--from", "p1", "--run", "p2", "--grad-accum", "4",
+                                                  "--gradient-checkpointing"]))
+    assert (got.grad_accum, got.gradient_checkpointing) == (4, True)
+
+
 def test_lora_is_applied_only_when_asked_and_only_once():
     from tinythinker.tiny import tiny_student
 

@@ -67,6 +67,11 @@ class ReflectConfig:
     alpha: float = 0.5  # rpo_alpha, scripts/dpo.py
     lr: float = 5e-6  # scripts/run_dpo.sh LEARNING_RATE
     batch_size: int = 32  # scripts/run_dpo.sh TRAINING_PER_GPU_BATCH_SIZE
+    # Memory, not the experiment: an optimizer step of `batch_size` pairs as `grad_accum` micro-batches (the DPO
+    # term is the same per-pair mean; the NLL term is normalised per micro-batch's tokens), and activation
+    # checkpointing. On CPU a SmolLM2 step at batch 8 peaked at 10.2 GB without either.
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
     # scripts/dpo.py: max_steps = 10 schedule cycles, evaluated and saved every cycle, best kept.
     cycles: int = 10
     temperature: float = 0.7  # utils/config.py, both recall and analyze sampling
@@ -91,9 +96,12 @@ class ReflectConfig:
                                f"{', '.join(DPO_STAGE_TYPES)}")
         if self.pairs not in PAIR_MODES:
             raise ReflectError(f"unknown --pairs {self.pairs!r}; choose one of {', '.join(PAIR_MODES)}")
-        for name in ("iterations", "batch_size", "cycles", "sample_batch_size", "eval_batch_size"):
+        for name in ("iterations", "batch_size", "cycles", "sample_batch_size", "eval_batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ReflectError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ReflectError(f"--batch-size {self.batch_size} must be a multiple of --grad-accum {self.grad_accum} "
+                               "(each optimizer step is that many equal micro-batches of one stage's pairs)")
         if self.samples < 2 and self.pairs != "curated":
             raise ReflectError(f"--samples must be at least 2 to compare the student's own recalls, got {self.samples}")
         for name in ("limit", "eval_limit"):
@@ -113,6 +121,8 @@ class ReflectConfig:
         # A gate before training, not part of the experiment; popping it also lets runs begun before the option
         # existed resume.
         d.pop("refuse_failing_pairs")
+        for memory_knob in ("grad_accum", "gradient_checkpointing"):  # same steps on the same pairs
+            d.pop(memory_knob)
         return d
 
 
@@ -304,8 +314,14 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
                            "max_target_length); nothing to train on")
     order, cycle_steps = schedule([pairs[i] for i in kept], config.batch_size, config.cycles, config.seed)
     max_steps = math.ceil(len(order) / config.batch_size)
+    if config.gradient_checkpointing:
+        # Non-reentrant: works under LoRA's frozen embeddings too (no input needs to require grad).
+        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # The order is visited sequentially, so an optimizer step's micro-batches are consecutive slices of one
+    # stage's batch: the schedule is unchanged.
     args = DPOConfig(
-        output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size,
+        output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size // config.grad_accum,
+        gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr, lr_scheduler_type="cosine", warmup_steps=0.1,  # scripts/dpo.py
         max_steps=max_steps, logging_steps=1, save_strategy="no", eval_strategy="no",
         beta=config.beta, rpo_alpha=config.alpha, seed=config.seed, data_seed=config.seed,
