@@ -78,6 +78,16 @@ def test_a_job_that_will_not_fit_is_refused_with_the_estimate(ws):
     assert jobs.estimate_memory(small, ws).need < est.need / 100
 
 
+def test_the_reflect_estimate_counts_one_micro_batch(ws):
+    source = ws.run_dir("p1")
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"student": "smollm2-135m"}))
+    base = [sys.executable, "-m", "tinythinker", "reflect", "--from", str(source), "--batch-size", "32"]
+    default, whole = jobs.estimate_memory(base, ws), jobs.estimate_memory([*base, "--micro-batches", "1"], ws)
+    assert "in 8 micro-batches of 4" in default.basis and "micro-batches" not in whole.basis
+    assert default.need < whole.need / 2
+
+
 def test_a_measured_peak_replaces_the_formula(ws):
     argv = jobs.train_args(TrainSettings(run="m1", student="smollm2-135m", batch_size=8), ws)
     old = jobs.Job(run_dir=ws.run_dir("m1"), pid=1, argv=jobs.runner_argv(argv), kind="phase 1", started=1.0,

@@ -493,11 +493,18 @@ def test_reflect_on_a_path_based_phase1_run_goes_through_the_real_loader(tmp_pat
 
 
 def test_memory_knobs_are_checked_and_do_not_change_the_experiment():
-    with pytest.raises(ReflectError, match="multiple of --grad-accum 3"):
-        ReflectConfig(from_run="x", batch_size=8, grad_accum=3).check()
-    with pytest.raises(ReflectError, match="--grad-accum must be at least 1"):
-        ReflectConfig(from_run="x", grad_accum=0).check()
-    plain, lean = ReflectConfig(from_run="x"), ReflectConfig(from_run="x", grad_accum=4, gradient_checkpointing=True)
+    for bad in (3, 0):
+        with pytest.raises(ReflectError, match=f"--micro-batches must be at least 1 and divide --batch-size 8, got {bad}"):
+            ReflectConfig(from_run="x", batch_size=8, micro_batches=bad).check()
+    from tinythinker.pairs import micro_batch_count
+
+    # The default: micro-batches of at most 4 pairs on CPU, one piece on a GPU; an explicit count wins.
+    assert micro_batch_count(32, None, on_gpu=False) == 8
+    assert micro_batch_count(6, None, on_gpu=False) == 2
+    assert micro_batch_count(5, None, on_gpu=False) == 5
+    assert micro_batch_count(32, None, on_gpu=True) == 1
+    assert micro_batch_count(32, 2, on_gpu=False) == 2
+    plain, lean = ReflectConfig(from_run="x"), ReflectConfig(from_run="x", micro_batches=4, gradient_checkpointing=True)
     lean.check()
     assert plain.resolved() == lean.resolved()  # a run started without them resumes with them
     import argparse
@@ -506,9 +513,9 @@ def test_memory_knobs_are_checked_and_do_not_change_the_experiment():
 
     parser = argparse.ArgumentParser()
     cmd.register(parser.add_subparsers())
-    got = cmd.config_from_args(parser.parse_args(["reflect", "--from", "p1", "--run", "p2", "--grad-accum", "4",
+    got = cmd.config_from_args(parser.parse_args(["reflect", "--from", "p1", "--run", "p2", "--micro-batches", "4",
                                                   "--gradient-checkpointing"]))
-    assert (got.grad_accum, got.gradient_checkpointing) == (4, True)
+    assert (got.micro_batches, got.gradient_checkpointing) == (4, True)
 
 
 def test_lora_is_applied_only_when_asked_and_only_once():

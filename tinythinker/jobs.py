@@ -966,8 +966,15 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
         except (OSError, json.JSONDecodeError):
             pass
         shape = student_shape(str(source / "best")) or (student_shape(student) if student else None)
-        batch = int(_flag(argv, "--batch-size", "32"))  # ReflectConfig's default
-        rows, tokens, what = 2, DPO_ROW_TOKENS, f"batch {batch} pairs (chosen and rejected rows)"
+        from tinythinker.pairs import micro_batch_count
+
+        step = int(_flag(argv, "--batch-size", "32"))  # ReflectConfig's default
+        pieces = _flag(argv, "--micro-batches")
+        pieces = micro_batch_count(step, None if pieces is None else int(pieces), on_gpu=False)
+        batch = step // pieces  # what one forward holds
+        rows, tokens = 2, DPO_ROW_TOKENS
+        what = (f"batch {step} pairs" + (f" in {pieces} micro-batches of {batch}" if pieces > 1 else "")
+                + " (chosen and rejected rows)")
     elif command == "generate":
         shapes = [student_shape(m) for m in (a for i, a in enumerate(argv) if i and argv[i - 1] == "--model")]
         if not shapes or any(s is None for s in shapes):

@@ -259,3 +259,19 @@ def pair_stats(traces: list[Trace], teacher: dict[str, list[Rationale]] | None =
                                                                for r in teacher.get(qid, [])):
             out["all_wrong_with_teacher"] += 1
     return out
+
+
+# -- DPO micro-batches (memory) ------------------------------------------------------------------------------
+
+CPU_MICRO_BATCH = 4  # pairs per forward on CPU: 8 rows (chosen and rejected) of a 135M student in a few GB
+
+
+def micro_batch_count(batch_size: int, micro_batches: int | None, on_gpu: bool) -> int:
+    """How many equal micro-batches one DPO step of `batch_size` pairs runs as: `micro_batches` when given, else
+    on CPU the fewest of at most CPU_MICRO_BATCH pairs, on a GPU one piece. Torch-free: the app's memory
+    estimate uses it before a job starts."""
+    if micro_batches is not None:
+        return micro_batches
+    if on_gpu:
+        return 1
+    return next(k for k in range(1, batch_size + 1) if batch_size % k == 0 and batch_size // k <= CPU_MICRO_BATCH)

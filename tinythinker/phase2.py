@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from tinythinker import runs, stages
-from tinythinker.pairs import AnalyzeContext, Pair, analyze_pairs, pair_stats, recall_pairs
+from tinythinker.pairs import AnalyzeContext, Pair, analyze_pairs, micro_batch_count, pair_stats, recall_pairs
 from tinythinker.types import Question, Rationale, Trace
 
 log = logging.getLogger("tinythinker.phase2")
@@ -67,10 +67,11 @@ class ReflectConfig:
     alpha: float = 0.5  # rpo_alpha, scripts/dpo.py
     lr: float = 5e-6  # scripts/run_dpo.sh LEARNING_RATE
     batch_size: int = 32  # scripts/run_dpo.sh TRAINING_PER_GPU_BATCH_SIZE
-    # Memory, not the experiment: an optimizer step of `batch_size` pairs as `grad_accum` micro-batches (the DPO
+    # Memory, not the experiment: an optimizer step of `batch_size` pairs as `micro_batches` micro-batches (the DPO
     # term is the same per-pair mean; the NLL term is normalised per micro-batch's tokens), and activation
-    # checkpointing. On CPU a SmolLM2 step at batch 8 peaked at 10.2 GB without either.
-    grad_accum: int = 1
+    # checkpointing. On CPU a SmolLM2 step at batch 8 in one piece peaked at 10.2 GB. None: on CPU micro-batches
+    # of at most pairs.CPU_MICRO_BATCH pairs, on a GPU one piece.
+    micro_batches: int | None = None
     gradient_checkpointing: bool = False
     # scripts/dpo.py: max_steps = 10 schedule cycles, evaluated and saved every cycle, best kept.
     cycles: int = 10
@@ -96,12 +97,13 @@ class ReflectConfig:
                                f"{', '.join(DPO_STAGE_TYPES)}")
         if self.pairs not in PAIR_MODES:
             raise ReflectError(f"unknown --pairs {self.pairs!r}; choose one of {', '.join(PAIR_MODES)}")
-        for name in ("iterations", "batch_size", "cycles", "sample_batch_size", "eval_batch_size", "grad_accum"):
+        for name in ("iterations", "batch_size", "cycles", "sample_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ReflectError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size % self.grad_accum:
-            raise ReflectError(f"--batch-size {self.batch_size} must be a multiple of --grad-accum {self.grad_accum} "
-                               "(each optimizer step is that many equal micro-batches of one stage's pairs)")
+        if self.micro_batches is not None and (self.micro_batches < 1 or self.batch_size % self.micro_batches):
+            raise ReflectError(f"--micro-batches must be at least 1 and divide --batch-size {self.batch_size}, got "
+                               f"{self.micro_batches} (each optimizer step is that many equal micro-batches of one "
+                               "stage's pairs)")
         if self.samples < 2 and self.pairs != "curated":
             raise ReflectError(f"--samples must be at least 2 to compare the student's own recalls, got {self.samples}")
         for name in ("limit", "eval_limit"):
@@ -121,7 +123,7 @@ class ReflectConfig:
         # A gate before training, not part of the experiment; popping it also lets runs begun before the option
         # existed resume.
         d.pop("refuse_failing_pairs")
-        for memory_knob in ("grad_accum", "gradient_checkpointing"):  # same steps on the same pairs
+        for memory_knob in ("micro_batches", "gradient_checkpointing"):  # same steps on the same pairs
             d.pop(memory_knob)
         return d
 
@@ -319,9 +321,10 @@ def train_iteration(student, pairs: list[Pair], config: ReflectConfig, workdir: 
         student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # The order is visited sequentially, so an optimizer step's micro-batches are consecutive slices of one
     # stage's batch: the schedule is unchanged.
+    pieces = micro_batch_count(config.batch_size, config.micro_batches, torch.cuda.is_available())
     args = DPOConfig(
-        output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size // config.grad_accum,
-        gradient_accumulation_steps=config.grad_accum,
+        output_dir=str(workdir / "trainer"), per_device_train_batch_size=config.batch_size // pieces,
+        gradient_accumulation_steps=pieces,
         learning_rate=config.lr, lr_scheduler_type="cosine", warmup_steps=0.1,  # scripts/dpo.py
         max_steps=max_steps, logging_steps=1, save_strategy="no", eval_strategy="no",
         beta=config.beta, rpo_alpha=config.alpha, seed=config.seed, data_seed=config.seed,

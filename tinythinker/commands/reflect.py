@@ -59,8 +59,10 @@ def register(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the chosen NLL term (RPO)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
-                   help="split each optimizer step of --batch-size pairs into this many micro-batches (memory)")
+    p.add_argument("--micro-batches", type=int, default=d.micro_batches,
+                   help="split each optimizer step of --batch-size pairs into this many micro-batches (memory; the "
+                        "same steps). Default: on CPU micro-batches of at most 4 pairs, on a GPU one piece. Unlike "
+                        "train's --grad-accum, the step stays --batch-size pairs")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: less memory, about a third slower")
     p.add_argument("--cycles", type=int, default=d.cycles,
@@ -92,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> ReflectConfig:
         temperature=args.temperature, sample_batch_size=args.sample_batch_size,
         eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
-        refuse_failing_pairs=args.refuse_failing_pairs, grad_accum=args.grad_accum,
+        refuse_failing_pairs=args.refuse_failing_pairs, micro_batches=args.micro_batches,
         gradient_checkpointing=args.gradient_checkpointing,
     )
 
