@@ -399,6 +399,13 @@ def test_all_wrong_samples_pair_with_teacher_recalls_and_say_so_when_there_are_n
     result = reflect(make_config(tmp_path, p1, iterations=1, stage_type="recall"), questions=qs, teacher=teacher,
                      val_questions=val)
     assert result.iterations[0]["pairs"]["recall"] == 3 * 4
+    # --no-teacher-fill: the student's own recalls only, so all-wrong questions give no pair; recorded in the
+    # config (the default is not, so older runs resume).
+    config = make_config(tmp_path, p1, iterations=1, stage_type="recall", run=str(tmp_path / "p2-own"),
+                         teacher_fill=False)
+    with pytest.raises(ReflectError, match="0 of them with a teacher recall"):
+        reflect(config, questions=qs, teacher=teacher, val_questions=val)
+    assert config.resolved()["teacher_fill"] is False and "teacher_fill" not in ReflectConfig(from_run="x").resolved()
     no_recalls = {q.id: [Rationale(None, {"A": "ta"})] for q in qs}
     with pytest.raises(ReflectError, match="no preference pairs") as e:
         reflect(make_config(tmp_path, p1, iterations=1, stage_type="recall", run=str(tmp_path / "p2b")),
@@ -515,7 +522,9 @@ def test_memory_knobs_are_checked_and_do_not_change_the_experiment():
     cmd.register(parser.add_subparsers())
     got = cmd.config_from_args(parser.parse_args(["reflect", "--from", "p1", "--run", "p2", "--micro-batches", "4",
                                                   "--gradient-checkpointing"]))
-    assert (got.micro_batches, got.gradient_checkpointing) == (4, True)
+    assert (got.micro_batches, got.gradient_checkpointing, got.teacher_fill) == (4, True, True)
+    assert cmd.config_from_args(parser.parse_args(["reflect", "--from", "p1", "--run", "p2",
+                                                   "--no-teacher-fill"])).teacher_fill is False
 
 
 def test_lora_is_applied_only_when_asked_and_only_once():

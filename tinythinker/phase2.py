@@ -78,6 +78,10 @@ class ReflectConfig:
     temperature: float = 0.7  # utils/config.py, both recall and analyze sampling
     seed: int = 0
     pairs: str = "auto"  # auto | curated | both
+    # The paper's: a question with more wrong sampled recalls than right ones gets teacher recalls on the chosen
+    # side. False: the student's own recalls only. (Here the teacher's ECQA recalls were about twice as long as the
+    # student's, and DPO learned length: bench/RESULTS.md, "Why reflection hurt".)
+    teacher_fill: bool = True
     db: str | None = None  # store path (None: env TINYTHINKER_DB, else annotations/tinythinker.db)
     sample_batch_size: int = 32
     eval_batch_size: int = 32
@@ -123,6 +127,8 @@ class ReflectConfig:
         # A gate before training, not part of the experiment; popping it also lets runs begun before the option
         # existed resume.
         d.pop("refuse_failing_pairs")
+        if d["teacher_fill"]:  # recorded only when off: runs begun before the option existed (on) resume
+            d.pop("teacher_fill")
         for memory_knob in ("micro_batches", "gradient_checkpointing"):  # same steps on the same pairs
             d.pop(memory_knob)
         return d
@@ -578,9 +584,10 @@ def _iteration(k: int, student, model_name: str, step_offset: int, ctx: Iteratio
             for t in recall_traces:
                 t.sampling = {**t.sampling, "reflect": "recall"}
             traces += recall_traces
-            r_pairs, contexts = recall_pairs(recall_traces, teacher, seed=config.seed * 1000 + k)
+            fill = teacher if config.teacher_fill else None
+            r_pairs, contexts = recall_pairs(recall_traces, fill, seed=config.seed * 1000 + k)
             _note_sampling(r_pairs, config, stages.RECALL, config.seed * 1000 + k)
-            stats["recall_traces"] = pair_stats(recall_traces, teacher)
+            stats["recall_traces"] = pair_stats(recall_traces, fill)
             stats["recall_pairs"], stats["chosen_recalls"] = len(r_pairs), len(contexts)
             if stages.RECALL in dpo_stages:
                 auto += r_pairs

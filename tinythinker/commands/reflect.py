@@ -59,6 +59,9 @@ def register(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the chosen NLL term (RPO)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--no-teacher-fill", dest="teacher_fill", action="store_false",
+                   help="recall pairs from the student's own samples only; by default (the paper) teacher recalls "
+                        "take the chosen side where the wrong samples outnumber the right ones")
     p.add_argument("--micro-batches", type=int, default=d.micro_batches,
                    help="split each optimizer step of --batch-size pairs into this many micro-batches (memory; the "
                         "same steps). Default: on CPU micro-batches of at most 4 pairs, on a GPU one piece. Unlike "
@@ -95,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ReflectConfig:
         eval_batch_size=args.eval_batch_size, seed=args.seed, db=args.db, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
         refuse_failing_pairs=args.refuse_failing_pairs, micro_batches=args.micro_batches,
-        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing=args.gradient_checkpointing, teacher_fill=args.teacher_fill,
     )
 
 

@@ -1,0 +1,69 @@
+"""What the students' own texts look like: length and looping of Recall and Analyze per traces file.
+
+A loop is a sentence that appears twice or more in one text (the reflected student's Recalls repeat one sentence
+until the token limit, which the browser walk showed). Greedy traces of the same questions, so the files compare:
+
+    .venv/bin/python bench/trace_stats.py demo/models/tinythinker-smollm2-p1-equal/traces/validation.jsonl \
+        demo/models/tinythinker-smollm2-reflected/traces/validation.jsonl --questions 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tinythinker.traces import read_traces  # noqa: E402
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text or "") if s.strip()]
+
+
+def loops(text: str) -> bool:
+    parts = sentences(text)
+    return len(parts) != len(set(parts))
+
+
+def stats(path: Path, questions: int | None) -> dict:
+    traces = read_traces(path)[:questions]
+    recalls = [t.recall or "" for t in traces]
+    analyses = [a for t in traces for a in (t.analyses or {}).values()]
+    n = len(traces)
+    return {
+        "file": str(path), "questions": n, "accuracy": sum(t.correct for t in traces) / n,
+        "recall_words": sum(len(r.split()) for r in recalls) / n,
+        "recall_loops": sum(loops(r) for r in recalls) / n,
+        "analysis_words": sum(len(a.split()) for a in analyses) / max(len(analyses), 1),
+        "analysis_loops": sum(loops(a) for a in analyses) / max(len(analyses), 1),
+        "accuracy_when_recall_loops": _acc([t for t in traces if loops(t.recall or "")]),
+        "accuracy_when_recall_does_not_loop": _acc([t for t in traces if not loops(t.recall or "")]),
+    }
+
+
+def _acc(traces) -> float | None:
+    return sum(t.correct for t in traces) / len(traces) if traces else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("traces", nargs="+", type=Path)
+    p.add_argument("--questions", type=int, default=None, help="the first N traces of each file")
+    args = p.parse_args()
+    print("| traces | n | acc | recall words | recall loops | analysis words | analysis loops | acc, recall loops "
+          "| acc, no loop |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in args.traces:
+        s = stats(path, args.questions)
+        fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+        print(f"| {path.name if path.parent.name != 'traces' else path.parent.parent.name} | {s['questions']} | "
+              f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
+              f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
+              f"{fmt(s['accuracy_when_recall_does_not_loop'])} |")
+
+
+if __name__ == "__main__":
+    main()
