@@ -40,6 +40,10 @@ MODELS = {
                                                           "p1-equal + 25 Summarize-only steps, teacher context"),
     "reflected from equal rhythm": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
                                     "shipped reflected: phase 2 iteration 1 from p1-equal, 263 pairs from 32 questions"),
+    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val200.jsonl",
+                                                 "phase 2 iteration 2 (332 pairs from 32 new questions x 4 samples)"),
+    "reflected, own recalls only": (TRACES / "p2-own.val100.jsonl",
+                                    "phase 2 iteration 1 from p1-equal, --no-teacher-fill (first 100 questions)"),
     "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-ras-equal.from-summarize.val100.jsonl",
                                                "evaluate --from-stage summarize"),
     "reflected from paper rhythm (fourth session)": (TRACES / "p2-paper-rhythm.val60.jsonl",
@@ -54,7 +58,11 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("full method, equal rhythm (shipped p1-equal)", "equal rhythm + teacher-context Summarize (control)"),
          ("equal rhythm + teacher-context Summarize (control)", "equal rhythm + own-context Summarize"),
          ("answer-only LoRA, 210 steps", "equal rhythm + own-context Summarize"),
-         ("full method, equal rhythm (shipped p1-equal)", "reflected from equal rhythm")]
+         ("full method, equal rhythm (shipped p1-equal)", "reflected from equal rhythm"),
+         ("full method, equal rhythm (shipped p1-equal)", "reflected from equal rhythm, iteration 2"),
+         ("reflected from equal rhythm", "reflected from equal rhythm, iteration 2"),
+         ("full method, equal rhythm (shipped p1-equal)", "reflected, own recalls only"),
+         ("reflected from equal rhythm", "reflected, own recalls only")]
 
 
 def main() -> int:

@@ -59,7 +59,7 @@ def main() -> None:
     for path in args.traces:
         s = stats(path, args.questions)
         fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
-        print(f"| {path.name if path.parent.name != 'traces' else path.parent.parent.name} | {s['questions']} | "
+        print(f"| {path.parent.parent.name if path.name == 'validation.jsonl' else path.name} | {s['questions']} | "
               f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
               f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
               f"{fmt(s['accuracy_when_recall_does_not_loop'])} |")

@@ -46,7 +46,20 @@ def main() -> int:
     if metrics.is_file():
         rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
         p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
-        p2["iterations"] = [r for r in rows if r.get("kind") in ("baseline", "iteration")]
+        # Each iteration's accuracy on the phase-1 questions (the first 200 of validation), from its evaluation
+        # traces; `eval_val_acc` is what phase 2 itself chose the best cycle on (its first 16 questions).
+        on_phase1_questions = {0: "full method, equal rhythm (shipped p1-equal)", 1: "reflected from equal rhythm",
+                               2: "reflected from equal rhythm, iteration 2"}
+        p2["iterations"] = []
+        for r in rows:
+            if r.get("kind") not in ("baseline", "iteration"):
+                continue
+            r = {k: v for k, v in r.items() if k not in ("evals", "trace_stats")} | {"eval_val_acc": r.get("val_acc",
+                                                                                        r.get("accuracy"))}
+            name = on_phase1_questions.get(r["iteration"])
+            r["val_acc"] = method[name]["accuracy"] if name in method else None
+            r["val_questions"] = method[name]["questions"] if name in method else None
+            p2["iterations"].append(r)
         p2["from"] = "tinythinker-smollm2-p1-equal"
         if "reflected from equal rhythm" in method:
             m = method["reflected from equal rhythm"]
