@@ -40,6 +40,11 @@ def main() -> int:
             smol[key] = {"val_acc": m["accuracy"], "questions": m["questions"], "ci95": [m["ci_low"], m["ci_high"]],
                          "top_answer_share": m["top_answer_share"], "invalid_rate": m["invalid_rate"],
                          "traces": m["file"], "what": name}
+    sc = load("p1-equal-sc5.eval.json")
+    if sc:  # self-consistency: majority of 5 sampled Recalls, on the first 100 validation questions
+        smol["recall_analyze_summarize_self_consistency_k5"] = {
+            "val_acc": sc["self_consistency_accuracy"], "per_sample_acc": sc["accuracy"], "questions": sc["questions"],
+            "num_samples": sc["num_samples"], "traces": sc["traces"], "what": "p1-equal, majority of 5 sampled Recalls"}
     smol["recipe_of_record"] = ("LoRA r=16, 210 optimizer steps of batch 16, --order equal for the staged types, "
                                 "text_letter target read in score mode, cosine with 10% warm-up")
     metrics = ROOT / "runs" / "p2-equal" / "metrics.jsonl"
