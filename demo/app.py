@@ -9,7 +9,7 @@ import gradio as gr
 
 from demo import annotate, compare, explore, results, step, train
 from demo.context import AppContext
-from demo.widgets import friendly
+from demo.widgets import friendly, no_training_data
 from tinythinker import jobs
 
 CSS = (".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress progress {height: 14px} "
@@ -82,11 +82,7 @@ def start_panel(ctx) -> tuple:
                      "keeps the last checkpoint, and starting it again resumes. Or set up your own run in Train.")
         offer = True
     else:
-        parts.append("#### Quick run not offered\nThe app cannot read the CSQA training data here "
-                     f"({problem.splitlines()[0].split(' Without network access')[0][:400].rstrip('. ')}). "
-                     "Point it at the data and start it again: "
-                     "`python app.py --data-dir DIR` (or set `TINYTHINKER_DATA_DIR=DIR`), with DIR laid out as "
-                     "docs/DATA.md says; with network access the Hugging Face hub works too.")
+        parts.append("#### Quick run not offered\n" + no_training_data(problem))
         offer = False
     # Open on a first start (nothing trained) and while shipped students are the thing to look at; once the user
     # has runs of their own it stays on the page, closed: the quick run remains an option.

@@ -9,18 +9,20 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.widgets import answer_mode_radio, friendly, stage_type_dropdown
+from demo.widgets import answer_mode_radio, friendly, no_training_data, stage_type_dropdown
 from tinythinker import jobs, plots
 from tinythinker.jobs import (
     ANSWER_FORMATS,
     BENCHMARKS,
     DPO_STAGE_TYPES,
     NAMED_STUDENTS,
+    ORDERS,
     PAIR_MODES,
     ReflectSettings,
     TrainSettings,
 )
 from tinythinker.runs import list_runs, read_metrics
+from tinythinker.shipped import PHASE1
 
 
 def job_choices(ctx) -> list[str]:
@@ -28,8 +30,11 @@ def job_choices(ctx) -> list[str]:
 
 
 def phase1_choices(ctx) -> list[str]:
-    """Phase-1 runs with a best checkpoint: what phase 2 can start from."""
-    return [ctx.ws.relative(Path(r.path)) for r in list_runs(ctx.ws.runs_dir) if r.command == "train" and r.has_best]
+    """What phase 2 can start from: phase-1 runs with a best checkpoint, then the shipped phase-1 students (the
+    best first), so a user without a run of their own can reflect the shipped student."""
+    runs_ = [ctx.ws.relative(Path(r.path)) for r in list_runs(ctx.ws.runs_dir) if r.command == "train" and r.has_best]
+    shipped = sorted((m for m in ctx.shipped() if m.role == PHASE1), key=lambda m: -(m.val_acc or 0.0))
+    return runs_ + [m.name for m in shipped]
 
 
 def student_choices(ctx) -> list[str]:
@@ -51,21 +56,22 @@ def _launch(ctx, settings, argv, kind):
 
 def start_phase1(ctx, run, data, student, stage_type, interval, epochs, limit, eval_limit, max_steps,
                  batch_size, lr, seed, warmup_steps=0, answer_format="letter", restrict_answer="free",
-                 cross_attention_lr_scale=1.0, lora_r=0):
+                 cross_attention_lr_scale=1.0, lora_r=0, order="interval", grad_accum=1):
     settings = TrainSettings(run=run, data=data, student=student, stage_type=stage_type, interval=interval,
                              epochs=epochs, limit=limit, eval_limit=eval_limit, max_steps=max_steps,
                              batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                              answer_format=answer_format, restrict_answer=restrict_answer,
-                             cross_attention_lr_scale=cross_attention_lr_scale, lora_r=lora_r)
+                             cross_attention_lr_scale=cross_attention_lr_scale, lora_r=lora_r, order=order,
+                             grad_accum=grad_accum)
     return _launch(ctx, settings, jobs.train_args(settings, ctx.ws), "phase 1")
 
 
 def start_phase2(ctx, run, from_run, iterations, samples, stage_type, pairs, limit, eval_limit, beta, alpha, lr,
-                 seed, refuse_failing_pairs=False, lora_r=0):
+                 seed, refuse_failing_pairs=False, lora_r=0, teacher_fill=True):
     settings = ReflectSettings(run=run, from_run=from_run, iterations=iterations, samples=samples,
                                stage_type=stage_type, pairs=pairs, limit=limit, eval_limit=eval_limit, beta=beta,
                                alpha=alpha, lr=lr, seed=seed, refuse_failing_pairs=bool(refuse_failing_pairs),
-                               lora_r=lora_r)
+                               lora_r=lora_r, teacher_fill=bool(teacher_fill))
     return _launch(ctx, settings, jobs.reflect_args(settings, ctx.ws), "phase 2")
 
 
@@ -150,16 +156,20 @@ def stop_now(ctx, name):
 
 
 def refresh(ctx, job_value, from_value, student_value):
-    """Fresh lists (page load, a job's end): jobs, phase-1 runs for phase 2, students; picks kept if they exist."""
+    """Fresh lists (page load, a job's end): jobs, phase-1 runs for phase 2, students; picks kept if they exist.
+    And, where no training data can be read, the line saying so above the forms (a job would fail on it)."""
     names, p1, students = job_choices(ctx), phase1_choices(ctx), student_choices(ctx)
+    problem = ctx.data_problem()
+    notice = "" if problem is None else "**No training data.** " + no_training_data(problem)
     return (gr.update(choices=names, value=job_value if job_value in names else (names[0] if names else None)),
             gr.update(choices=p1, value=from_value if from_value in p1 else (p1[0] if p1 else None)),
-            gr.update(choices=students, value=student_value))
+            gr.update(choices=students, value=student_value), notice)
 
 
 def build(ctx):
     """Returns (refresh fn, inputs, outputs) for the app's list refresh (page load, a job's end)."""
     students = student_choices(ctx)
+    data_notice = gr.Markdown(elem_id="train-data-notice")
     with gr.Tab("phase 1 · coarse-to-fine"):
         with gr.Row():
             p1_run = gr.Textbox(time.strftime("p1-%Y%m%d-%H%M"), label="run name (folder in runs/)",
@@ -174,24 +184,31 @@ def build(ctx):
             p1_limit = gr.Number(2000, precision=0, label="training questions (0 = all)", elem_id="train-p1-limit")
             p1_eval = gr.Number(200, precision=0, label="validation questions (0 = all)", elem_id="train-p1-eval")
             p1_steps = gr.Number(0, precision=0, label="max steps (0 = epochs decide)", elem_id="train-p1-steps")
-            p1_bs = gr.Number(16, precision=0, label="batch size", elem_id="train-p1-bs")
-            p1_lr = gr.Number(5e-5, label="learning rate (bert2bert: 1e-4)")
+            p1_bs = gr.Number(4, precision=0, label="batch size (per forward)", elem_id="train-p1-bs")
+            p1_accum = gr.Number(4, precision=0, label="gradient accumulation (step = batch x this)",
+                                 elem_id="train-p1-accum")
+            p1_lr = gr.Number(5e-4, label="learning rate (LoRA 5e-4; full fine-tuning: SmolLM2 5e-5, bert2bert 1e-4)")
             p1_seed = gr.Number(0, precision=0, label="seed")
         with gr.Row():
             p1_warmup = gr.Number(50, precision=0, label="warm-up steps", elem_id="train-p1-warmup")
             p1_xattn = gr.Number(1.0, label="cross-attention lr x (bert2bert only, where 10 learned; 1 otherwise)")
-            p1_lora = gr.Number(0, precision=0, label="LoRA rank (0 = full fine-tuning; 16 trained the shipped "
-                                                     "students, with learning rate 5e-4)", elem_id="train-p1-lora")
+            p1_lora = gr.Number(16, precision=0, label="LoRA rank (0 = full fine-tuning; 16 trained the shipped "
+                                                      "students)", elem_id="train-p1-lora")
+            p1_order = gr.Dropdown(list(ORDERS), value="equal", elem_id="train-p1-order",
+                                   label="schedule (interval = the paper's: Analyze gets n_options x interval steps "
+                                         "per visit; equal: interval steps per stage)")
             p1_format = gr.Dropdown(list(ANSWER_FORMATS), value="text_letter",
                                     label="answer target (letter = the paper's; letter_text / text_letter add the "
                                           "option's words after / before the letter)")
             p1_restrict = answer_mode_radio("score")
-        gr.Markdown("Pre-filled with the recipe under which the offline students learn (bench/RESULTS.md, r2): "
-                    "the option's words before the letter, answers scored, warm-up; SmolLM2 at lr 5e-5, bert2bert "
-                    "at lr 1e-4 with cross-attention x10. The paper's own: answer target `letter`, answer `free`, "
-                    "learning rate 5e-4, no warm-up. A job that would not fit in memory is refused before it "
-                    "starts, with the estimate; a run name already used starts only with the same settings "
-                    "(it then resumes from its last checkpoint).")
+        gr.Markdown("Pre-filled with the recipe of the best shipped student, `tinythinker-smollm2-p1-equal` "
+                    "(bench/RESULTS.md): LoRA r=16 at lr 5e-4, the equal schedule, the option's words before the "
+                    "letter, answers scored, warm-up; batch 16 as 4 x 4 accumulated (a few GB; 10.8 GB as one "
+                    "batch of 16). For bert2bert: full fine-tuning at lr 1e-4 with cross-attention x10. The "
+                    "paper's own: answer target `letter`, answer `free`, the interval schedule, full fine-tuning "
+                    "at lr 5e-4. A job that would not fit in memory is refused before it starts, with the "
+                    "estimate; a run name already used starts only with the same settings (it then resumes from "
+                    "its last checkpoint).")
         p1_go = gr.Button("Start phase 1", variant="primary", elem_id="train-p1-start")
     with gr.Tab("phase 2 · self-reflection"):
         with gr.Row():
@@ -206,6 +223,9 @@ def build(ctx):
             p2_refuse = gr.Checkbox(False, label="refuse curated pairs that fail a pair check",
                                     info="curated / both: the checks of Annotate's pair-check table run first; "
                                          "off, the job only logs the table", elem_id="train-p2-refuse")
+            p2_fill = gr.Checkbox(True, label="teacher recalls fill the chosen side (the paper)",
+                                  info="where a question's wrong samples outnumber its right ones; off, the "
+                                       "student's own recalls only", elem_id="train-p2-teacher-fill")
         with gr.Row():
             p2_iter = gr.Number(3, precision=0, label="iterations")
             p2_samples = gr.Number(10, precision=0, label="samples per question")
@@ -243,12 +263,13 @@ def build(ctx):
     # Events, all in one place. Start errors go to the message under the forms, job errors to the status line.
     p1_go.click(friendly(lambda *a: start_phase1(ctx, *a), 2, 1),
                 [p1_run, p1_data, p1_student, p1_stage, p1_interval, p1_epochs, p1_limit, p1_eval, p1_steps, p1_bs,
-                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn, p1_lora], [job, message],
+                 p1_lr, p1_seed, p1_warmup, p1_format, p1_restrict, p1_xattn, p1_lora, p1_order, p1_accum],
+                [job, message],
                 api_name="start_phase1")
     p2_go.click(friendly(lambda *a: start_phase2(ctx, *a), 2, 1),
                 [p2_run, p2_from, p2_iter, p2_samples, p2_stage, p2_pairs, p2_limit, p2_eval, p2_beta, p2_alpha, p2_lr,
-                 p2_seed, p2_refuse, p2_lora], [job, message], api_name="start_phase2")
-    refresh_fn = (lambda *v: refresh(ctx, *v)), [job, p2_from, p1_student], [job, p2_from, p1_student]
+                 p2_seed, p2_refuse, p2_lora, p2_fill], [job, message], api_name="start_phase2")
+    refresh_fn = (lambda *v: refresh(ctx, *v)), [job, p2_from, p1_student], [job, p2_from, p1_student, data_notice]
     b_refresh.click(*refresh_fn, api_visibility="private")
     show = friendly(lambda name: view(ctx, name), 4, 0)
     outputs = [status, bar, curves, log]

@@ -244,3 +244,12 @@ def truncation_note(student, q: Question, stage_type: str, recall: str | None = 
     return (f"**Input truncated:** the student reads at most {budget:,} tokens; {', '.join(long)} "
             f"{'was' if len(long) == 1 else 'were'} cut in the middle (the start of the question and the stage "
             "line are kept). Shorten the question or its options for a faithful run.")
+
+
+def no_training_data(problem: str) -> str:
+    """What the first page and the Train tab say when the training data cannot be read (`ctx.data_problem()`)."""
+    why = problem.splitlines()[0].split(" Without network access")[0][:400].rstrip(". ")
+    return ("The app cannot read the CSQA training data here "
+            f"({why}). Point it at the data and start it again: "
+            "`python app.py --data-dir DIR` (or set `TINYTHINKER_DATA_DIR=DIR`), with DIR laid out as "
+            "docs/DATA.md says; with network access the Hugging Face hub works too.")

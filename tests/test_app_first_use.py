@@ -241,6 +241,15 @@ def test_without_data_compare_runs_over_the_cached_questions(no_data_ctx):
     assert f"{N_TRACES} CSQA validation questions cached" in summary
 
 
+def test_without_data_the_train_tab_says_so_and_offers_the_shipped_student_to_reflect(no_data_ctx):
+    from demo import train
+
+    job, p2_from, students, notice = train.refresh(no_data_ctx, None, None, "smollm2-135m")
+    assert notice.startswith("**No training data.**") and "--data-dir" in notice and "hub" in notice
+    # Phase 2 can start from the shipped phase-1 student (by name), not from the reflected one.
+    assert p2_from["choices"] == ["tt-phase1"] and p2_from["value"] == "tt-phase1"
+
+
 def test_compare_on_one_cached_question_reads_the_shipped_traces(no_data_ctx, shipped_root):
     ctx = no_data_ctx
     cached = {name: read_traces(shipped_root / name / "traces" / "validation.jsonl")

@@ -95,6 +95,17 @@ def test_reflect_args(ws):
     for bad in ("../../etc", "/tmp", "p1; id"):
         with pytest.raises(WorkspaceError):
             jobs.reflect_args(ReflectSettings(run="p2", from_run=bad), ws)
+    # A shipped phase-1 student goes by its name; a shipped reflected one is not a phase-1 source.
+    argv = jobs.reflect_args(ReflectSettings(run="p2", from_run="tinythinker-smollm2-p1-equal", teacher_fill=False), ws)
+    assert argv[argv.index("--from") + 1] == "tinythinker-smollm2-p1-equal" and "--no-teacher-fill" in argv
+    assert "--no-teacher-fill" not in jobs.reflect_args(ReflectSettings(run="p2", from_run="p1"), ws)
+    with pytest.raises(WorkspaceError):
+        jobs.reflect_args(ReflectSettings(run="p2", from_run="tinythinker-smollm2-reflected"), ws)
+    with pytest.raises(WorkspaceError, match="teacher fill"):
+        jobs.reflect_args(ReflectSettings(run="p2", from_run="p1", teacher_fill="no"), ws)
+    est = jobs.estimate_memory(jobs.reflect_args(ReflectSettings(run="p2", from_run="tinythinker-smollm2-p1-equal"),
+                                                 ws), ws)
+    assert est is not None and "135M" in est.basis
 
 
 def test_start_refuses_a_shell_string(ws):
@@ -169,3 +180,19 @@ def test_progress_reads_the_trainer_bar_and_reflect_iterations(ws):
     job.argv = ["python", "-m", "tinythinker", "reflect", "--iterations", "4"]
     (fake / "job.log").write_text("t step 5/10\nt iteration 1 done: pairs 3\nt step 5/10")
     assert jobs.progress(job) == (1 + 0.5) / 4
+
+
+def test_train_args_order_and_accumulation(ws):
+    from tinythinker.schedule import ORDERS
+
+    assert jobs.ORDERS == ORDERS  # jobs keeps a torch-free copy
+    settings = TrainSettings(run="p1", student="smollm2-135m", order="equal", grad_accum=4, batch_size=4)
+    argv = jobs.train_args(settings, ws)
+    assert argv[argv.index("--order") + 1] == "equal" and argv[argv.index("--grad-accum") + 1] == "4"
+    planned = jobs.planned_config(settings, argv)
+    assert (planned["order"], planned["grad_accum"]) == ("equal", 4)
+    plain = jobs.train_args(TrainSettings(run="p1", student="smollm2-135m"), ws)
+    assert "--order" not in plain and "--grad-accum" not in plain
+    for bad in (TrainSettings(run="p1", order="random"), TrainSettings(run="p1", grad_accum=0)):
+        with pytest.raises(WorkspaceError):
+            jobs.train_args(bad, ws)

@@ -75,3 +75,20 @@ def test_list_runs_summarizes_and_skips_model_configs(tmp_path):
     assert runs.list_runs(tmp_path / "nowhere") == []
     with pytest.raises(runs.RunError, match="no config.json"):
         runs.read_config(tmp_path / "nowhere")
+
+
+def test_student_folders_lists_full_and_lora_students_but_not_trainer_checkpoints(tmp_path):
+    from tinythinker.workspace import student_folders
+
+    def folder(rel, *files):
+        d = tmp_path / rel
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_text("{}")
+        return d
+
+    full = folder("full/best", "config.json", "model.safetensors")
+    lora = folder("lora/best", "adapter_config.json", "adapter_model.safetensors")
+    folder("lora/checkpoints/checkpoint-3", "adapter_config.json", "adapter_model.safetensors")
+    folder("broken/best", "adapter_config.json")  # no adapter weights: not loadable
+    assert set(student_folders(tmp_path)) == {full, lora}

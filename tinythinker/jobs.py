@@ -39,6 +39,7 @@ NAMED_STUDENTS = ("minilm-bert2bert", "smollm2-135m")
 # training stack (transformers.Trainer) at app start-up just for two tuples.
 DPO_STAGE_TYPES = ("recall", "analyze", "recall_analyze")
 PAIR_MODES = ("auto", "curated", "both")
+ORDERS = ("interval", "equal", "mixed")  # schedule.ORDERS, which imports torch; a test keeps them equal
 JOBS, JOB_FILE, JOB_LOG = ".jobs", "job.json", "job.log"
 
 
@@ -61,6 +62,8 @@ class TrainSettings:
     warmup_steps: int = 0
     cross_attention_lr_scale: float = 1.0  # bert2bert only: the new cross-attention's learning rate multiplier
     lora_r: int = 0  # LoRA rank (peft); 0 = full fine-tuning
+    order: str = "interval"  # `schedule.ORDERS`: the paper's interval schedule, or equal steps per stage
+    grad_accum: int = 1  # optimizer step = batch_size x grad_accum examples (a small batch keeps memory low)
     answer_format: str = "letter"  # `stages.ANSWER_FORMATS`; text_letter / letter_text add the option's words
     # Summarize at evaluation: "free" (the paper), "constrain" or "score" (`stages.ANSWER_MODES`); a bool as in
     # Phase1Config (True = "constrain")
@@ -85,6 +88,7 @@ class ReflectSettings:
     pairs: str = "auto"  # auto | curated (labelled in the Annotate tab) | both
     refuse_failing_pairs: bool = False  # with curated pairs: refuse to start when a pair check fails
     lora_r: int = 0  # LoRA rank for the DPO updates; 0 = full fine-tuning
+    teacher_fill: bool = True  # the paper's: teacher recalls take the chosen side where wrong samples outnumber
 
 
 def _int(value, field: str, lo: int, hi: int, optional: bool = False) -> int | None:
@@ -188,13 +192,22 @@ def train_args(s: TrainSettings, ws: Workspace) -> list[str]:
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--max-steps", _int(s.max_steps, "max steps", 1, 10_000_000, optional=True))
     argv += _opt("--lora-r", _int(s.lora_r, "LoRA rank", 1, 4096, optional=True))
+    order = _choice(s.order, "order", ORDERS)
+    argv += [] if order == "interval" else ["--order", order]
+    accum = _int(s.grad_accum, "gradient accumulation", 1, 4096)
+    argv += [] if accum == 1 else ["--grad-accum", str(accum)]
     argv += _opt("--data-dir", ws.data_dir)
     return argv
 
 
 def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
     """argv for a phase-2 run, each element validated."""
-    source = ws.resolve(s.from_run, RUNS, field="from run")
+    from tinythinker.shipped import PHASE1, get_shipped
+
+    shipped = get_shipped(str(s.from_run or "").strip())
+    # A shipped phase-1 student goes by its name (reflect finds it, and its data, under demo/models/).
+    source = shipped.name if shipped is not None and shipped.role == PHASE1 else ws.resolve(s.from_run, RUNS,
+                                                                                          field="from run")
     argv = [
         sys.executable, "-m", "tinythinker", "reflect",
         "--from", str(source),
@@ -216,6 +229,10 @@ def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
         raise WorkspaceError(f"refuse failing pairs: expected true or false, got {s.refuse_failing_pairs!r}")
     if s.refuse_failing_pairs:
         argv.append("--refuse-failing-pairs")
+    if not isinstance(s.teacher_fill, bool):
+        raise WorkspaceError(f"teacher fill: expected true or false, got {s.teacher_fill!r}")
+    if not s.teacher_fill:
+        argv.append("--no-teacher-fill")
     return argv  # the data (and its folder) come from the phase-1 run's config
 
 
@@ -768,7 +785,8 @@ def planned_config(s: TrainSettings | ReflectSettings, argv: list[str]) -> dict[
             "cross_attention_lr_scale": flag("--cross-attention-lr-scale", 1.0, float),
             "limit": flag("--limit", None, int), "eval_limit": flag("--eval-limit", None, int),
             "max_steps": flag("--max-steps", None, int), "data_dir": flag("--data-dir"),
-            "lora_r": flag("--lora-r", 0, int),
+            "lora_r": flag("--lora-r", 0, int), "order": flag("--order", "interval"),
+            "grad_accum": flag("--grad-accum", 1, int),
         }
     return {
         "command": "reflect", "from_run": flag("--from"), "iterations": flag("--iterations", cast=int),
@@ -776,6 +794,8 @@ def planned_config(s: TrainSettings | ReflectSettings, argv: list[str]) -> dict[
         "beta": flag("--beta", cast=float), "alpha": flag("--alpha", cast=float), "lr": flag("--lr", cast=float),
         "seed": flag("--seed", cast=int), "limit": flag("--limit", None, int),
         "eval_limit": flag("--eval-limit", None, int), "lora_r": flag("--lora-r", 0, int),
+        # ReflectConfig.resolved records teacher_fill only when it is off
+        **({"teacher_fill": False} if "--no-teacher-fill" in argv else {}),
     }
 
 
@@ -965,7 +985,8 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
             student = json.loads((source / "config.json").read_text()).get("student")
         except (OSError, json.JSONDecodeError):
             pass
-        shape = student_shape(str(source / "best")) or (student_shape(student) if student else None)
+        shape = (student_shape(str(source / "best")) or (student_shape(student) if student else None)
+                 or student_shape(str(source)))  # a shipped phase-1 student by name
         from tinythinker.pairs import micro_batch_count
 
         step = int(_flag(argv, "--batch-size", "32"))  # ReflectConfig's default

@@ -100,6 +100,7 @@ def check_name(name: str, field: str = "name") -> str:
 
 
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def student_folders(root: str | Path) -> list[Path]:
@@ -108,11 +109,13 @@ def student_folders(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = []
-    for cfg in root.rglob("config.json"):
-        folder = cfg.parent
-        if "checkpoints" in folder.relative_to(root).parts:
-            continue
-        if any((folder / w).is_file() for w in _WEIGHTS):
-            found.append(folder)
+    found = set()
+    # A full model has config.json and weights; a LoRA student (peft) has adapter_config.json and the adapter.
+    for name, weights in (("config.json", _WEIGHTS), ("adapter_config.json", _ADAPTER_WEIGHTS)):
+        for cfg in root.rglob(name):
+            folder = cfg.parent
+            if "checkpoints" in folder.relative_to(root).parts:
+                continue
+            if any((folder / w).is_file() for w in weights):
+                found.add(folder)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
