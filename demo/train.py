@@ -215,7 +215,8 @@ def build(ctx):
             p2_run = gr.Textbox(time.strftime("p2-%Y%m%d-%H%M"), label="run name (folder in runs/)")
             phase1_runs = phase1_choices(ctx)
             p2_from = gr.Dropdown(phase1_runs, value=phase1_runs[0] if phase1_runs else None,
-                                  allow_custom_value=True, label="from phase-1 run (folder in runs/)",
+                                  allow_custom_value=True,
+                                  label="from phase-1 run (folder in runs/, or a shipped student)",
                                   elem_id="train-p2-from")
             p2_stage = gr.Dropdown(list(DPO_STAGE_TYPES), value="recall_analyze", label="stages to reflect on")
             p2_pairs = gr.Dropdown(list(PAIR_MODES), value="auto",
