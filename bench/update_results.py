@@ -71,6 +71,14 @@ def main() -> int:
             p2["val_acc"] = m["accuracy"]
             p2["val_questions"] = m["questions"]
         p2["flips"] = load("method.json").get("flips", {})
+        if "reflected, own recalls only" in method:  # reflect --no-teacher-fill, one iteration, first 100 questions
+            m = method["reflected, own recalls only"]
+            p2["no_teacher_fill"] = {"val_acc": m["accuracy"], "val_questions": m["questions"], "traces": m["file"]}
+            own = ROOT / "runs" / "p2-own" / "metrics.jsonl"
+            rows = [json.loads(x) for x in own.read_text().splitlines() if x.strip()] if own.is_file() else []
+            for r in rows:
+                if r.get("kind") == "iteration":
+                    p2["no_teacher_fill"] |= {k: r[k] for k in ("pairs", "steps", "reward_accuracy", "dpo_loss")}
     results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
                            "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}
                           for m in list_shipped()]
