@@ -51,18 +51,23 @@ def show(ctx, benchmark, split, index, path, stage_type):
             return _cached_only(ctx, benchmark, split, index, stage_type)
     if not examples:
         raise ValueError(f"{benchmark} {split} has no questions")
-    i = min(max(int(index or 0), 0), len(examples) - 1)
+    i = _clamp(index, len(examples))
     q, rationales = examples[i]
     body = "\n\n".join(render_rationale(q, r, stage_type, n) for n, r in enumerate(rationales, 1))
     header = f"Question {i} of {len(examples)} ({benchmark} {split}) · {len(rationales)} teacher rationale(s)"
     return header, question_markdown(q), body or "_no teacher rationale for this question_", i
 
 
+def _clamp(index, n: int) -> int:
+    """A typed question # kept inside 0..n-1 (Explore browses; it never refuses an index)."""
+    return min(max(int(index or 0), 0), n - 1)
+
+
 def _cached_only(ctx, benchmark, split, index, stage_type):
     """Without benchmark data (a first start offline), the questions cached with the shipped students can still
     be browsed, with their stage inputs; the teacher rationales live only in the data, so say where to point."""
     questions = ctx.questions(benchmark, split)  # re-raises the data error when nothing is cached either
-    i = min(max(int(index or 0), 0), len(questions) - 1)
+    i = _clamp(index, len(questions))
     q = questions[i]
     header = (f"Question {i} of {len(questions)} cached ({benchmark} {split}) · no teacher rationales: "
               f"{ctx.questions_note(benchmark, split)}")

@@ -22,7 +22,7 @@ from tinythinker.jobs import (
     TrainSettings,
 )
 from tinythinker.runs import list_runs, read_metrics
-from tinythinker.shipped import PHASE1
+from tinythinker.shipped import ranked_phase1
 
 
 def job_choices(ctx) -> list[str]:
@@ -33,8 +33,7 @@ def phase1_choices(ctx) -> list[str]:
     """What phase 2 can start from: phase-1 runs with a best checkpoint, then the shipped phase-1 students (the
     best first), so a user without a run of their own can reflect the shipped student."""
     runs_ = [ctx.ws.relative(Path(r.path)) for r in list_runs(ctx.ws.runs_dir) if r.command == "train" and r.has_best]
-    shipped = sorted((m for m in ctx.shipped() if m.role == PHASE1), key=lambda m: -(m.val_acc or 0.0))
-    return runs_ + [m.name for m in shipped]
+    return runs_ + [m.name for m in ranked_phase1(ctx.shipped())]
 
 
 def student_choices(ctx) -> list[str]:

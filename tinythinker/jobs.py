@@ -91,6 +91,12 @@ class ReflectSettings:
     teacher_fill: bool = True  # the paper's: teacher recalls take the chosen side where wrong samples outnumber
 
 
+def _bool(value, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise WorkspaceError(f"{field}: expected true or false, got {value!r}")
+    return value
+
+
 def _int(value, field: str, lo: int, hi: int, optional: bool = False) -> int | None:
     if optional and (value is None or str(value).strip() in ("", "0", "None")):
         return None
@@ -225,13 +231,9 @@ def reflect_args(s: ReflectSettings, ws: Workspace) -> list[str]:
     argv += _opt("--limit", _int(s.limit, "limit", 1, 10_000_000, optional=True))
     argv += _opt("--eval-limit", _int(s.eval_limit, "eval limit", 1, 10_000_000, optional=True))
     argv += _opt("--lora-r", _int(s.lora_r, "LoRA rank", 1, 4096, optional=True))
-    if not isinstance(s.refuse_failing_pairs, bool):
-        raise WorkspaceError(f"refuse failing pairs: expected true or false, got {s.refuse_failing_pairs!r}")
-    if s.refuse_failing_pairs:
+    if _bool(s.refuse_failing_pairs, "refuse failing pairs"):
         argv.append("--refuse-failing-pairs")
-    if not isinstance(s.teacher_fill, bool):
-        raise WorkspaceError(f"teacher fill: expected true or false, got {s.teacher_fill!r}")
-    if not s.teacher_fill:
+    if not _bool(s.teacher_fill, "teacher fill"):
         argv.append("--no-teacher-fill")
     return argv  # the data (and its folder) come from the phase-1 run's config
 

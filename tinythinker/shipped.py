@@ -172,11 +172,15 @@ def get_shipped(name: str, root: str | os.PathLike | None = None) -> ShippedMode
     return next((m for m in list_shipped(root) if m.name == name), None)
 
 
+def ranked_phase1(models: list[ShippedModel]) -> list[ShippedModel]:
+    """The shipped phase-1 students, highest validation accuracy first (one without a number last; ties keep the
+    listing order)."""
+    return sorted((m for m in models if m.role == PHASE1), key=lambda m: (m.val_acc is None, -(m.val_acc or 0.0)))
+
+
 def best_phase1(models: list[ShippedModel]) -> ShippedModel | None:
-    """The shipped phase-1 student with the highest validation accuracy (one without a number ranks last; ties
-    keep the listing order): what a first look at the method should start on."""
-    phase1 = [m for m in models if m.role == PHASE1]
-    return max(phase1, key=lambda m: -1.0 if m.val_acc is None else m.val_acc, default=None)
+    """What a first look at the method should start on: the best of `ranked_phase1`."""
+    return next(iter(ranked_phase1(models)), None)
 
 
 def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, ShippedModel | None]:
