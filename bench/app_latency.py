@@ -153,7 +153,8 @@ def compare_open(ctx, repeats: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("TINYTHINKER_DATA_DIR", str(ROOT.parent / "shared" / "data")))
-    p.add_argument("--student", default="minilm-bert2bert")
+    p.add_argument("--student", default=None,
+                   help="default: the student Step through opens on (the best shipped phase-1 student)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py --threads")
     p.add_argument("--parts", nargs="+", default=["startup", "step", "compare"],
@@ -171,6 +172,12 @@ def main() -> int:
     from demo.context import AppContext
     from tinythinker.workspace import Workspace
 
+    if args.student is None:
+        from tinythinker.shipped import best_phase1, list_shipped
+
+        best = best_phase1(list_shipped())
+        args.student = best.name if best else "minilm-bert2bert"
+
     results: dict = json.loads(OUT.read_text()) if OUT.is_file() else {}  # parts not rerun are kept
     # Each part records the command and the machine's load when it ran: parts may come from separate runs.
     run_info = {"command": " ".join(["python", *sys.argv]), "cpus": os.cpu_count(),
@@ -187,9 +194,13 @@ def main() -> int:
                                   "breakdown": startup_breakdown(args.data_dir)}
             print("startup", results["startup"], flush=True)
         if "step" in args.parts:
-            key = "step_through" if args.student == "minilm-bert2bert" else f"step_through[{args.student}]"
+            key = f"step_through[{args.student}]"
             results[key] = {**run_info, **step_stage(ctx, args.student, args.repeats)}
             print("step", results[key], flush=True)
+            if "smollm2" in args.student:  # the headline: one stage of a trained SmolLM2, median
+                stage_medians = [results[key][f"{s}_s_median"] for s in ("recall", "analyze", "summarize")]
+                results["step_median_s"] = statistics.median(stage_medians)
+                results["step_median_student"] = args.student
         if "compare" in args.parts:
             results["compare"] = {**run_info, **compare_open(ctx, args.repeats)}
             print("compare", results["compare"], flush=True)

@@ -48,6 +48,13 @@ MODELS = {
                                                "evaluate --from-stage summarize"),
     "reflected from paper rhythm (fourth session)": (TRACES / "p2-paper-rhythm.val60.jsonl",
                                                      "phase 2 iteration 1 from the paper-rhythm p1 (first 60 questions)"),
+    "equal rhythm, option-free Recall": (TRACES / "p1-optfree.val200.jsonl",
+                                         "p1-equal's recipe on --source ecqa-option-free, 210 steps"),
+    "equal rhythm, option-free Recall, 420 steps": (
+        TRACES / "p1-optfree420.val200.jsonl",
+        "the option-free run + 210 more steps (second cosine cycle, seed 1), 140 on Summarize"),
+    "answer-only LoRA, 420 steps": (TRACES / "p1-sum-lora420.val200.jsonl",
+                                    "answer-only LoRA 210 + 210 more steps (second cosine cycle, seed 1)"),
 }
 PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA", "full method, equal rhythm (shipped p1-equal)"),
@@ -62,7 +69,12 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("full method, equal rhythm (shipped p1-equal)", "reflected from equal rhythm, iteration 2"),
          ("reflected from equal rhythm", "reflected from equal rhythm, iteration 2"),
          ("full method, equal rhythm (shipped p1-equal)", "reflected, own recalls only"),
-         ("reflected from equal rhythm", "reflected, own recalls only")]
+         ("reflected from equal rhythm", "reflected, own recalls only"),
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, option-free Recall"),
+         ("answer-only LoRA, 210 steps", "equal rhythm, option-free Recall"),
+         ("equal rhythm, option-free Recall", "equal rhythm, option-free Recall, 420 steps"),
+         ("answer-only LoRA, 210 steps", "answer-only LoRA, 420 steps"),
+         ("answer-only LoRA, 420 steps", "equal rhythm, option-free Recall, 420 steps")]
 
 
 def main() -> int:

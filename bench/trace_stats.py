@@ -1,4 +1,5 @@
-"""What the students' own texts look like: length and looping of Recall and Analyze per traces file.
+"""What the students' own texts look like: length and looping of Recall and Analyze per traces file, and how
+often a Recall names an option (any, or the gold answer) as ECQA's matching judges it.
 
 A loop is a sentence that appears twice or more in one text (the reflected student's Recalls repeat one sentence
 until the token limit, which the browser walk showed). Greedy traces of the same questions, so the files compare:
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tinythinker.data.ecqa import options_named  # noqa: E402
 from tinythinker.traces import read_traces  # noqa: E402
 
 
@@ -26,6 +28,14 @@ def sentences(text: str) -> list[str]:
 def loops(text: str) -> bool:
     parts = sentences(text)
     return len(parts) != len(set(parts))
+
+
+def names(trace, answer_only: bool = False) -> bool:
+    q = trace.question
+    named = options_named([o.text for o in q.options], trace.recall or "")
+    if answer_only:
+        return q.answer in q.labels and q.labels.index(q.answer) in named
+    return bool(named)
 
 
 def stats(path: Path, questions: int | None) -> dict:
@@ -41,6 +51,8 @@ def stats(path: Path, questions: int | None) -> dict:
         "analysis_loops": sum(loops(a) for a in analyses) / max(len(analyses), 1),
         "accuracy_when_recall_loops": _acc([t for t in traces if loops(t.recall or "")]),
         "accuracy_when_recall_does_not_loop": _acc([t for t in traces if not loops(t.recall or "")]),
+        "recall_names_an_option": sum(names(t) for t in traces) / n,
+        "recall_names_the_answer": sum(names(t, answer_only=True) for t in traces) / n,
     }
 
 
@@ -54,15 +66,16 @@ def main() -> None:
     p.add_argument("--questions", type=int, default=None, help="the first N traces of each file")
     args = p.parse_args()
     print("| traces | n | acc | recall words | recall loops | analysis words | analysis loops | acc, recall loops "
-          "| acc, no loop |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| acc, no loop | recall names an option | names the answer |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in args.traces:
         s = stats(path, args.questions)
         fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         print(f"| {path.parent.parent.name if path.name == 'validation.jsonl' else path.name} | {s['questions']} | "
               f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
               f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
-              f"{fmt(s['accuracy_when_recall_does_not_loop'])} |")
+              f"{fmt(s['accuracy_when_recall_does_not_loop'])} | {fmt(s['recall_names_an_option'])} | "
+              f"{fmt(s['recall_names_the_answer'])} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Write issue 11 / 12's keys into bench/results.json from bench/out (method.json, eval_speed.json, the runs'
-metrics and the shipped models), leaving every other key as it is.
+"""Write the benchmarks' figures into bench/results.json (the committed, machine-readable record) from bench/out
+(method.json, the speed benchmarks' files, bench/phase1.py's experiments), the runs' metrics and the shipped models,
+leaving every other key as it is.
 
     .venv/bin/python bench/method_results.py --questions 200 && .venv/bin/python bench/update_results.py
 """
@@ -34,7 +35,10 @@ def main() -> int:
                       ("recall_analyze_summarize_paper_rhythm", "full method, paper rhythm (shipped p1)"),
                       ("recall_analyze_summarize_from_summarize", "equal rhythm, teacher's Recall+Analyze"),
                       ("recall_analyze_summarize_own_context", "equal rhythm + own-context Summarize"),
-                      ("recall_analyze_summarize_teacher_context", "equal rhythm + teacher-context Summarize (control)")):
+                      ("recall_analyze_summarize_teacher_context", "equal rhythm + teacher-context Summarize (control)"),
+                      ("recall_analyze_summarize_option_free_recall", "equal rhythm, option-free Recall"),
+                      ("recall_analyze_summarize_option_free_recall_420", "equal rhythm, option-free Recall, 420 steps"),
+                      ("summarize_420", "answer-only LoRA, 420 steps")):
         if name in method:
             m = method[name]
             smol[key] = {"val_acc": m["accuracy"], "questions": m["questions"], "ci95": [m["ci_low"], m["ci_high"]],
@@ -82,11 +86,14 @@ def main() -> int:
     results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
                            "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}
                           for m in list_shipped()]
-    if load("eval_speed.json"):
-        results["eval_speed"] = load("eval_speed.json")
-    for name in ("train_speed.json", "pipeline_speed.json"):
-        if load(name):
-            results[name.removesuffix(".json")] = load(name)
+    # The speed benchmarks each write their whole record; app_latency.json keeps its parts across runs.
+    for name in ("eval_speed", "train_speed", "pipeline_speed", "store_speed"):
+        if load(f"{name}.json"):
+            results[name] = load(f"{name}.json")
+    results["app_latency"] = results.get("app_latency", {}) | load("app_latency.json")
+    # bench/phase1.py's runs are merged one experiment at a time: its file holds only what this machine ran.
+    for student, rows in load("phase1.json").get("phase1", {}).items():
+        results.setdefault("phase1", {}).setdefault(student, {}).update(rows)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"{RESULTS}: {', '.join(sorted(results))}")
     return 0

@@ -92,6 +92,36 @@ def test_ecqa_recall_option_free_positive_or_explanation():
     assert r.recall == "A bloody mess is seen. Not cake." and r.meta["recall_from"] == "explanation"
     assert ecqa_rationale(make_q(), {**rec, "positives": rec["positives"] + ["Blood is red."]},
                           "explanation").recall == "A bloody mess is seen. Not cake."
+    # strict: never an option's words; the explanation's option-free sentences, else no recall at all.
+    strict = ecqa_rationale(make_q(), {**rec, "explanation": "Crime scenes are grim. Not cake."}, "strict")
+    assert strict.recall == "Crime scenes are grim." and strict.meta["recall_from"] == "explanation_option_free"
+    none = ecqa_rationale(make_q(), rec, "strict")
+    assert none.recall is None and none.analyses == r.analyses
+
+
+def test_ecqa_option_free_source_never_names_an_option(data_dir, csqa_val):
+    from tinythinker.data.ecqa import _norm, _Option, _sentences
+
+    qs = [q for q, _ in csqa_val[:200]]
+    rats = load_rationales("csqa", qs, data_dir=data_dir, source="ecqa-option-free")
+    default = load_rationales("csqa", qs, data_dir=data_dir)
+    by_id = {q.id: q for q in qs}
+    recalls = {qid: rs[0].recall for qid, rs in rats.items()}
+    assert 0 < sum(r is not None for r in recalls.values()) < len(recalls)  # some questions lose their recall
+    for qid, recall in recalls.items():
+        if recall is not None:
+            for sentence in _sentences(recall):  # as the filter reads it: sentence by sentence
+                assert not any(_Option(o.text).named_in(_norm(sentence)) for o in by_id[qid].options), (qid, recall)
+        assert rats[qid][0].analyses == default[qid][0].analyses
+
+
+def test_options_named_finds_exact_stemmed_and_no_options():
+    from tinythinker.data.ecqa import options_named
+
+    options = ["race track", "populated areas", "the desert", "apartment", "roadblock"]
+    assert options_named(options, "People live in populated areas.") == [1]
+    assert options_named(options, "A desert is dry, unlike an apartment.") == [2, 3]  # "desert" without "the"
+    assert options_named(options, "People are not always in a place.") == []
 
 
 def test_ecqa_explanation_source_and_cose(data_dir, csqa_val):

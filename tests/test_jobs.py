@@ -99,6 +99,22 @@ def test_a_measured_peak_replaces_the_formula(ws):
     assert est.measured and est.need == int(3 * 2**30 * 1.05) and "measured" in est.basis
 
 
+def test_a_measured_peak_is_only_reused_for_the_same_memory_settings(ws):
+    argv = jobs.train_args(TrainSettings(run="m1", student="smollm2-135m", batch_size=8), ws)
+    old = jobs.Job(run_dir=ws.run_dir("m1"), pid=1, argv=jobs.runner_argv(argv), kind="phase 1", started=1.0,
+                   finished=2.0, returncode=0, peak_rss=9 * 2**30)
+    jobs.job_dir(old.run_dir).mkdir(parents=True)
+    jobs._save(old)
+    # the same student and batch per forward, but accumulating over 4 of them: the old peak is not reused
+    smaller = jobs.train_args(TrainSettings(run="m2", student="smollm2-135m", batch_size=8, grad_accum=4), ws)
+    est = jobs.estimate_memory(smaller, ws)
+    assert not est.measured and "estimate" in est.basis
+    for extra in (["--grad-accum", "4"], ["--gradient-checkpointing"], ["--max-source-length", "128"],
+                  ["--micro-batches", "2"]):
+        assert jobs._job_key(jobs.runner_argv(argv + extra)) != jobs._job_key(old.argv), extra
+    assert jobs._job_key(jobs.runner_argv(argv)) == jobs._job_key(old.argv)
+
+
 def test_a_reused_run_name_is_refused_with_the_config_diff(ws):
     settings = TrainSettings(run="p1", student="smollm2-135m", lr=5e-5, limit=10)
     argv = jobs.train_args(settings, ws)

@@ -958,7 +958,11 @@ def _job_key(argv: list[str]) -> tuple:
                 and i and argv[i - 1] == "-m"), "")
     who = _flag(argv, "--student") or _flag(argv, "--from") or tuple(a for i, a in enumerate(argv)
                                                                      if i and argv[i - 1] == "--model")
-    return cmd, who, _flag(argv, "--batch-size"), _flag(argv, "--lora-r", "0"), _flag(argv, "--samples")
+    # Everything that moves a job's peak memory or step time: the batch as one forward holds it (micro-batches,
+    # gradient accumulation), gradient checkpointing, and how long the rows may be.
+    return (cmd, who, _flag(argv, "--batch-size"), _flag(argv, "--lora-r", "0"), _flag(argv, "--samples"),
+            _flag(argv, "--micro-batches"), _flag(argv, "--grad-accum", "1"), "--gradient-checkpointing" in argv,
+            _flag(argv, "--max-source-length"))
 
 
 def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstimate | None:

@@ -2,7 +2,8 @@
 
 Sources (the first of each benchmark is its default):
   csqa        ecqa (per-option ECQA explanations, see ecqa.py), ecqa-explanation (the same, recall always the
-              free-flow explanation), cose (CoS-E open-ended explanation, recall only)
+              free-flow explanation), ecqa-option-free (the same, a recall never names an option: a question
+              with no such text has none), cose (CoS-E open-ended explanation, recall only)
   obqa        fact1 (the open-book fact behind the question, recall only)
   strategyqa  facts (the annotated facts joined, recall only; the decomposition stays in Question.meta)
   jsonl       inline (the file's own `recall` / `analyses` fields)
@@ -24,7 +25,7 @@ from tinythinker.data.records import get, need_file, read_jsonl
 from tinythinker.types import Question, Rationale
 
 SOURCES: dict[str, tuple[str, ...]] = {
-    "csqa": ("ecqa", "ecqa-explanation", "cose"),
+    "csqa": ("ecqa", "ecqa-explanation", "ecqa-option-free", "cose"),
     "obqa": ("fact1",),
     "strategyqa": ("facts",),
     "jsonl": ("inline",),
@@ -48,11 +49,11 @@ def load_rationales(name: str, questions: list[Question], data_dir: str | Path |
     source = source or default_source(name)
     if source == NONE:
         return {}
-    if source in ("ecqa", "ecqa-explanation", "cose"):
+    if source in ("ecqa", "ecqa-explanation", "ecqa-option-free", "cose"):
         root = _local_root(name, source, data_dir)
         if source == "cose":
             return _cose(questions, _need(root / COSE_FILE, source))
-        mode = "explanation" if source == "ecqa-explanation" else "option_free"
+        mode = {"ecqa-explanation": "explanation", "ecqa-option-free": "strict"}.get(source, "option_free")
         return ecqa_rationales(questions, _need(root / ECQA_FILE, source), mode)
     if source == "fact1":
         return _from_meta(questions, "fact1", "obqa-fact1", "obqa/train_complete.jsonl, dev_complete.jsonl")
