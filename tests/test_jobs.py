@@ -69,13 +69,22 @@ def test_eta_comes_from_the_measured_step_time(ws):
 
 
 def test_a_job_that_will_not_fit_is_refused_with_the_estimate(ws):
-    argv = jobs.train_args(TrainSettings(run="big", student="smollm2-135m", batch_size=4096), ws)
+    # in one piece (a command line's --micro-batches 1): the CPU default would run it as forward passes of 4
+    argv = [*jobs.train_args(TrainSettings(run="big", student="smollm2-135m", batch_size=4096), ws),
+            "--micro-batches", "1"]
     est = jobs.estimate_memory(argv, ws)
     assert est is not None and est.need > 100 * 2**30 and not est.fits
     with pytest.raises(JobRefused, match=r"would need about [\d.]+ GB.*batch 4096.*available"):
         jobs.check_memory(argv, ws)
     small = jobs.train_args(TrainSettings(run="small", student="smollm2-135m", batch_size=1), ws)
     assert jobs.estimate_memory(small, ws).need < est.need / 100
+
+
+def test_the_train_estimate_counts_one_forward_pass(ws):
+    argv = jobs.train_args(TrainSettings(run="t", student="smollm2-135m", batch_size=16), ws)
+    default, whole = jobs.estimate_memory(argv, ws), jobs.estimate_memory([*argv, "--micro-batches", "1"], ws)
+    assert "batch 16 in 4 forward passes of 4" in default.basis and "forward passes" not in whole.basis
+    assert default.need < whole.need
 
 
 def test_the_reflect_estimate_counts_one_micro_batch(ws):

@@ -266,3 +266,36 @@ def test_own_context_continues_summarize_alone(tmp_path):
     with pytest.raises(ValueError, match="leak.jsonl, trace 1: question 't0' is a validation question"):
         train_phase1(config(tmp_path / "b", stage_type="recall_analyze_summarize", own_context=str(leaky)),
                      student=tiny_student("causal"), examples=examples[2:], questions=questions)
+
+
+def test_micro_batches_train_the_same_steps_as_one_piece(tmp_path):
+    """An optimizer step of 4 examples as 2 forward passes of 2 (the CPU default's memory saving) is the step of
+    one pass of 4: same stage record, same weights to float tolerance."""
+    import torch
+
+    examples = make_examples(8)
+    questions = [q for q, _ in examples[:2]]
+    trained, records = {}, {}
+    for pieces in (1, 2):
+        torch.manual_seed(0)
+        student = tiny_student("causal")
+        cfg = config(tmp_path / f"m{pieces}", stage_type="recall_summarize", batch_size=4, micro_batches=pieces,
+                     max_steps=3, eval_steps=100, group_by_length=False)
+        result = train_phase1(cfg, student=student, examples=examples, questions=questions)
+        assert result.global_step == 3
+        trained[pieces] = {k: v.detach().clone() for k, v in student.model.state_dict().items()}
+        records[pieces] = [(r["step"], r["stage"]) for r in runs.read_metrics(cfg.run, "train")]
+    assert records[1] == records[2] == [(1, "recall"), (2, "summarize"), (3, "recall")]
+    torch.manual_seed(0)
+    untrained = tiny_student("causal").model.state_dict()
+    assert any(not torch.equal(untrained[k], v) for k, v in trained[1].items())  # the steps did train
+    from tinythinker.phase1 import training_args
+
+    args = training_args(config(tmp_path / "a", batch_size=4, micro_batches=2), tmp_path / "a", 1, True)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
+    args = training_args(config(tmp_path / "b", batch_size=16, grad_accum=2), tmp_path / "b", 1, True)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 8)  # CPU default
+    for name, weight in trained[1].items():
+        torch.testing.assert_close(trained[2][name], weight, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="micro_batches must be at least 1 and divide batch_size 4, got 3"):
+        config(tmp_path / "bad", batch_size=4, micro_batches=3).check()

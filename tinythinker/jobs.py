@@ -982,8 +982,14 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
     lora = key[3] not in (None, "0")
     if command == "train":
         shape = student_shape(_flag(argv, "--student", DEFAULT_STUDENT))
-        batch = int(_flag(argv, "--batch-size", "16"))
-        rows, tokens, what = 1, TRAIN_ROW_TOKENS, f"batch {batch}"
+        from tinythinker.pairs import micro_batch_count
+
+        step = int(_flag(argv, "--batch-size", "16"))
+        pieces = _flag(argv, "--micro-batches")
+        pieces = micro_batch_count(step, None if pieces is None else int(pieces), on_gpu=False)
+        batch = step // pieces  # what one forward holds (Phase1Config.micro_batches)
+        rows, tokens = 1, TRAIN_ROW_TOKENS
+        what = f"batch {step}" + (f" in {pieces} forward passes of {batch}" if pieces > 1 else "")
     elif command == "reflect":
         source = Path(_flag(argv, "--from", ""))
         student = None

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from tinythinker import DEFAULT_STUDENT, runs, stages
+from tinythinker.pairs import micro_batch_count
 from tinythinker.schedule import ORDERS, StageBatchSampler, cycle_steps
 from tinythinker.types import Question, Rationale, Trace
 
@@ -79,6 +80,11 @@ class Phase1Config:
     # larger learning rate for those weights is a recipe knob against a decoder that learns to ignore its input.
     cross_attention_lr_scale: float = 1.0
     grad_accum: int = 1
+    # Memory, not the experiment (as reflect's): each batch of `batch_size` examples runs as `micro_batches` equal
+    # forward passes, accumulated into the same optimizer step. On CPU activations set the peak (SmolLM2, 16
+    # Summarize rows of 200 tokens: 10.8 GB in one piece, 3.7 GB in pieces of 4) and a piece costs per example
+    # what the whole batch does. None: on CPU pieces of at most pairs.CPU_MICRO_BATCH examples, on a GPU one piece.
+    micro_batches: int | None = None
     # `stages.ANSWER_FORMATS`: "letter" (the paper's `So the answer is option X.`), "letter_text"
     # (`(X) TEXT. So the answer is option X.`), "text_letter" (`TEXT. So the answer is option X.`)
     answer_format: str = "letter"
@@ -110,6 +116,9 @@ class Phase1Config:
                      "max_target_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.micro_batches is not None and (self.micro_batches < 1 or self.batch_size % self.micro_batches):
+            raise ValueError(f"micro_batches must be at least 1 and divide batch_size {self.batch_size}, got "
+                             f"{self.micro_batches} (each batch runs as that many equal forward passes)")
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be positive (or give max_steps)")
         if self.lr <= 0:
@@ -559,12 +568,18 @@ def scaled_optimizer(model, config: Phase1Config) -> torch.optim.Optimizer | Non
         lr=config.lr)
 
 
+def micro_batches(config: Phase1Config) -> int:
+    """Forward passes per batch of `config.batch_size` examples (`Phase1Config.micro_batches`, resolved)."""
+    return micro_batch_count(config.batch_size, config.micro_batches, on_gpu=torch.cuda.is_available())
+
+
 def training_args(config: Phase1Config, run: Path, cycle: int, quiet: bool) -> TrainingArguments:
+    pieces = micro_batches(config)
     return TrainingArguments(
         output_dir=str(run / runs.CHECKPOINTS),
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size // pieces,
         per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.grad_accum,
+        gradient_accumulation_steps=config.grad_accum * pieces,
         learning_rate=config.lr,
         weight_decay=config.weight_decay,
         lr_scheduler_type=config.lr_scheduler,
@@ -638,10 +653,10 @@ def _train(config, args, run, data, questions, student, on_progress, resumed) ->
     log.info("stage examples %s (duplicates dropped %s, skipped %s)", data.sizes(), data.dropped_duplicates,
              data.skipped)
     dataset = encode_stage_data(student, data, config.max_source_length, config.max_target_length)
-    sampler_args = dict(sizes=data.sizes(), stages=list(data.examples), batch_size=config.batch_size,
+    sampler_args = dict(sizes=data.sizes(), stages=list(data.examples), batch_size=args.per_device_train_batch_size,
                         interval=config.interval, n_options=data.n_options, seed=config.seed, order=config.order,
                         lengths=[dataset.length(i) for i in range(len(dataset))] if config.group_by_length else None)
-    probe = StageBatchSampler(**sampler_args)
+    probe = StageBatchSampler(**sampler_args, world_size=args.world_size, grad_accum=args.gradient_accumulation_steps)
     recorder = RunRecorder(run, student, probe.step_stages(), on_progress)
     optimizer = scaled_optimizer(student.model, config)
     trainer = Phase1Trainer(

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--micro-batches", type=int, default=d.micro_batches,
+                   help="run each batch of --batch-size examples as this many forward passes (memory; the same "
+                        "optimizer steps). Default: on CPU pieces of at most 4 examples, on a GPU one piece")
     p.add_argument("--lr", type=float, default=d.lr,
                    help="the paper's 5e-4 is for T5 / bert2bert (use 1e-4 with the r2 recipe); fine-tune a pretrained "
                         "causal LM such as smollm2-135m at about 5e-5")
@@ -130,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         data=args.data, data_dir=args.data_dir, path=args.path, source=args.source, student=args.student,
         stage_type=args.stage_type, run=args.run, interval=args.interval, epochs=args.epochs,
         max_steps=args.max_steps, limit=args.limit, eval_limit=args.eval_limit, batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum, micro_batches=args.micro_batches, lr=args.lr,
         lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
         target_only_loss=not args.full_width_loss, eval_steps=args.eval_steps,
