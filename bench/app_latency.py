@@ -194,13 +194,15 @@ def main() -> int:
                                   "breakdown": startup_breakdown(args.data_dir)}
             print("startup", results["startup"], flush=True)
         if "step" in args.parts:
-            key = f"step_through[{args.student}]"
+            # one key per thread count, so that runs with --threads 1 and 2 sit side by side
+            key = f"step_through[{args.student}]" + ("" if args.threads == 1 else f"[threads={args.threads}]")
             results[key] = {**run_info, **step_stage(ctx, args.student, args.repeats)}
             print("step", results[key], flush=True)
             if "smollm2" in args.student:  # the headline: one stage of a trained SmolLM2, median
                 stage_medians = [results[key][f"{s}_s_median"] for s in ("recall", "analyze", "summarize")]
                 results["step_median_s"] = statistics.median(stage_medians)
                 results["step_median_student"] = args.student
+                results["step_median_threads"] = args.threads
         if "compare" in args.parts:
             results["compare"] = {**run_info, **compare_open(ctx, args.repeats)}
             print("compare", results["compare"], flush=True)

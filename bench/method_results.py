@@ -53,6 +53,10 @@ MODELS = {
     "equal rhythm, option-free Recall, 420 steps": (
         TRACES / "p1-optfree420.val200.jsonl",
         "the option-free run + 210 more steps (second cosine cycle, seed 1), 140 on Summarize"),
+    "option-free Recall, teacher's Recall+Analyze": (TRACES / "p1-optfree.from-summarize.val100.jsonl",
+                                                     "evaluate --from-stage summarize (ECQA's own texts)"),
+    "option-free Recall, 420 steps, teacher's Recall+Analyze": (
+        TRACES / "p1-optfree420.from-summarize.val100.jsonl", "evaluate --from-stage summarize (ECQA's own texts)"),
     "answer-only LoRA, 420 steps": (TRACES / "p1-sum-lora420.val200.jsonl",
                                     "answer-only LoRA 210 + 210 more steps (second cosine cycle, seed 1)"),
 }

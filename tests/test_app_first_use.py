@@ -319,8 +319,10 @@ def test_generate_traces_job_fills_the_queue(empty_app):
     assert out[0] is not None
 
 
-def test_a_job_that_will_not_fit_is_refused_before_it_starts(empty_app):
+def test_a_job_that_will_not_fit_is_refused_before_it_starts(empty_app, monkeypatch):
     ctx, client = empty_app
+    # On CPU a batch of 4096 runs as forward passes of 4 and fits this machine: make it a 2 GB machine instead.
+    monkeypatch.setattr(jobs, "_meminfo", lambda: {"MemAvailable": 2 * 2**30, "MemTotal": 4 * 2**30})
     job, message = client.predict("huge", "csqa", "smollm2-135m", "recall_analyze_summarize", 20, 1.0, 8, 4, 2,
                                   4096, 5e-5, 0, 0, "letter", "free", 1.0, api_name="/start_phase1")
     assert "not started" in message and "GB" in message and "batch 4096" in message

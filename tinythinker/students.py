@@ -187,56 +187,12 @@ class Student:
         was_training = self.model.training
         self.model.eval()
         try:
-            if self._retires_finished_rows(gen, prefix_allowed_tokens_fn):
-                return self._greedy_retiring(batch["input_ids"], batch["attention_mask"], gen)
             out = self.model.generate(**batch, generation_config=gen,
                                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
         finally:
             self.model.train(was_training)
         width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop the decoder start
         return out[:, width:].tolist()
-
-    def _retires_finished_rows(self, gen: GenerationConfig, prefix_allowed_tokens_fn=None) -> bool:
-        return (self.kind == CAUSAL and not gen.do_sample and (gen.num_return_sequences or 1) == 1
-                and (gen.num_beams or 1) == 1 and prefix_allowed_tokens_fn is None)
-
-    @torch.no_grad()
-    def _greedy_retiring(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: GenerationConfig,
-                         cache=None) -> list[list[int]]:
-        """Greedy continuations of a left-padded causal batch (EOS kept), each row leaving the batch, cache
-        included, as soon as it writes EOS. `cache` may already hold the first columns (a shared prefix).
-
-        Hand-written because transformers' `generate` keeps finished rows in the batch until the longest one
-        ends: one Recall that loops to the 128-token limit makes all 20 rows of its batch run 128 steps, and on a
-        CPU a step's cost grows with the rows in it. The tokens are generate's greedy search's (test_students_fast).
-        """
-        core = _core(self.model)
-        body, head = core.base_model, core.get_output_embeddings()
-        cache_kw = _cache_kwarg(body)
-        eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0]
-        out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-        alive = torch.arange(input_ids.shape[0], device=self.device)
-        mask = attention_mask
-        feed = input_ids if cache is None else input_ids[:, cache.get_seq_length():]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, mask.shape[1] - feed.shape[1]:]
-        for step in range(gen.max_new_tokens):
-            state = body(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **({cache_kw: cache} if cache is not None else {}))
-            cache = getattr(state, "cache", None) or state.past_key_values
-            token = head(state.last_hidden_state[:, -1]).float().argmax(-1)
-            for row, t in zip(alive.tolist(), token.tolist(), strict=True):
-                out[row].append(t)
-            going = token != eos
-            if step == gen.max_new_tokens - 1 or not going.any():
-                break
-            if not going.all():
-                keep = going.nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                alive, token, mask, positions = alive[keep], token[keep], mask[keep], positions[keep]
-            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
-            positions = positions[:, -1:] + 1
-            feed = token.unsqueeze(-1)
-        return out
 
     @torch.no_grad()
     def generate_shared(self, groups: list[list[str]], *, max_new_tokens: int = 64, do_sample: bool = False,
@@ -298,14 +254,10 @@ class Student:
                                          temperature=temperature, top_k=top_k, top_p=top_p)
             if seed is not None:
                 torch.manual_seed(seed)
-            if self._retires_finished_rows(gen):
-                result = self._greedy_retiring(batch["input_ids"], batch["attention_mask"], gen, cache=cache)
-            else:
-                result = self.model.generate(**batch, generation_config=gen,
-                                             **{_cache_kwarg(core): cache})[:, width:].tolist()
+            result = self.model.generate(**batch, generation_config=gen, **{_cache_kwarg(core): cache})
         finally:
             self.model.train(was_training)
-        return regroup([self.decode(x) for x in result])
+        return regroup([self.decode(x) for x in result[:, width:].tolist()])
 
     def decode(self, ids: list[int]) -> str:
         if self.eos_id in ids:
