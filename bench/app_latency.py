@@ -173,10 +173,9 @@ def main() -> int:
     from tinythinker.workspace import Workspace
 
     if args.student is None:
-        from tinythinker.shipped import best_phase1, list_shipped
+        from tinythinker.shipped import best_phase1_name
 
-        best = best_phase1(list_shipped())
-        args.student = best.name if best else "minilm-bert2bert"
+        args.student = best_phase1_name(fallback="minilm-bert2bert")
 
     results: dict = json.loads(OUT.read_text()) if OUT.is_file() else {}  # parts not rerun are kept
     # Each part records the command and the machine's load when it ran: parts may come from separate runs.

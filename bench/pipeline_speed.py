@@ -90,10 +90,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     restrict = False if args.answer == "free" else args.answer
     if args.student is None:
-        from tinythinker.shipped import best_phase1, list_shipped
+        from tinythinker.shipped import best_phase1_name
 
-        best = best_phase1(list_shipped())
-        args.student = best.name if best else "minilm-bert2bert"
+        args.student = best_phase1_name(fallback="minilm-bert2bert")
 
     questions = load_questions("csqa", "validation", data_dir=args.data_dir, limit=args.limit)
     student = load_student(args.student, device="cpu").merge_adapter()

@@ -97,12 +97,18 @@ def test_the_reflect_estimate_counts_one_micro_batch(ws):
     assert default.need < whole.need / 2
 
 
-def test_a_measured_peak_replaces_the_formula(ws):
-    argv = jobs.train_args(TrainSettings(run="m1", student="smollm2-135m", batch_size=8), ws)
-    old = jobs.Job(run_dir=ws.run_dir("m1"), pid=1, argv=jobs.runner_argv(argv), kind="phase 1", started=1.0,
-                   finished=2.0, returncode=0, peak_rss=3 * 2**30)
+def _finished_job(ws, run: str, argv: list[str], peak_rss: int) -> jobs.Job:
+    """The record of an earlier phase-1 job that ended cleanly at `peak_rss`."""
+    old = jobs.Job(run_dir=ws.run_dir(run), pid=1, argv=jobs.runner_argv(argv), kind="phase 1", started=1.0,
+                   finished=2.0, returncode=0, peak_rss=peak_rss)
     jobs.job_dir(old.run_dir).mkdir(parents=True)
     jobs._save(old)
+    return old
+
+
+def test_a_measured_peak_replaces_the_formula(ws):
+    argv = jobs.train_args(TrainSettings(run="m1", student="smollm2-135m", batch_size=8), ws)
+    _finished_job(ws, "m1", argv, 3 * 2**30)
     again = jobs.train_args(TrainSettings(run="m2", student="smollm2-135m", batch_size=8), ws)
     est = jobs.estimate_memory(again, ws)
     assert est.measured and est.need == int(3 * 2**30 * 1.05) and "measured" in est.basis
@@ -110,10 +116,7 @@ def test_a_measured_peak_replaces_the_formula(ws):
 
 def test_a_measured_peak_is_only_reused_for_the_same_memory_settings(ws):
     argv = jobs.train_args(TrainSettings(run="m1", student="smollm2-135m", batch_size=8), ws)
-    old = jobs.Job(run_dir=ws.run_dir("m1"), pid=1, argv=jobs.runner_argv(argv), kind="phase 1", started=1.0,
-                   finished=2.0, returncode=0, peak_rss=9 * 2**30)
-    jobs.job_dir(old.run_dir).mkdir(parents=True)
-    jobs._save(old)
+    old = _finished_job(ws, "m1", argv, 9 * 2**30)
     # the same student and batch per forward, but accumulating over 4 of them: the old peak is not reused
     smaller = jobs.train_args(TrainSettings(run="m2", student="smollm2-135m", batch_size=8, grad_accum=4), ws)
     est = jobs.estimate_memory(smaller, ws)

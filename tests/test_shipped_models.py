@@ -55,6 +55,11 @@ def test_best_phase1_is_the_phase1_student_with_the_highest_validation_accuracy(
     assert best_phase1(models).name == "p1-equal"
     assert best_phase1([model("unknown", "phase1", None), model("p1", "phase1", 0.1)]).name == "p1"
     assert best_phase1([model("reflected", "reflected", 0.9)]) is None
+    # ... and by name, as the benchmarks take their default student: the shipped one, or the fallback
+    from tinythinker.shipped import best_phase1_name
+
+    assert best_phase1_name("fallback") == best_phase1(SHIPPED).name
+    assert best_phase1_name("fallback", tmp_path / "none") == "fallback"
 
 
 def test_step_through_starts_on_the_best_shipped_phase1_student(tmp_path):

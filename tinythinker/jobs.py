@@ -939,6 +939,17 @@ def _flag(argv: list[str], name: str, default=None):
     return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else default
 
 
+def _forward_batch(argv: list[str], default_batch: int) -> tuple[int, int, int]:
+    """(examples per optimizer step, forward passes per step, examples per forward) of a train or reflect
+    command line on CPU: --batch-size split by --micro-batches, or by the CPU default (`pairs.micro_batch_count`)."""
+    from tinythinker.pairs import micro_batch_count
+
+    step = int(_flag(argv, "--batch-size", str(default_batch)))
+    pieces = _flag(argv, "--micro-batches")
+    pieces = micro_batch_count(step, None if pieces is None else int(pieces), on_gpu=False)
+    return step, pieces, step // pieces
+
+
 def _estimate_formula(command: str, shape: dict[str, int], batch: int, lora: bool, rows_per_item: int = 1,
                       tokens: int = TRAIN_ROW_TOKENS) -> int:
     params, layers, hidden, vocab = shape["params"], shape["layers"], shape["hidden"], shape.get("vocab", 0)
@@ -982,12 +993,7 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
     lora = key[3] not in (None, "0")
     if command == "train":
         shape = student_shape(_flag(argv, "--student", DEFAULT_STUDENT))
-        from tinythinker.pairs import micro_batch_count
-
-        step = int(_flag(argv, "--batch-size", "16"))
-        pieces = _flag(argv, "--micro-batches")
-        pieces = micro_batch_count(step, None if pieces is None else int(pieces), on_gpu=False)
-        batch = step // pieces  # what one forward holds (Phase1Config.micro_batches)
+        step, pieces, batch = _forward_batch(argv, default_batch=16)  # Phase1Config's defaults
         rows, tokens = 1, TRAIN_ROW_TOKENS
         what = f"batch {step}" + (f" in {pieces} forward passes of {batch}" if pieces > 1 else "")
     elif command == "reflect":
@@ -999,12 +1005,7 @@ def estimate_memory(argv: list[str], ws: Workspace | None = None) -> MemoryEstim
             pass
         shape = (student_shape(str(source / "best")) or (student_shape(student) if student else None)
                  or student_shape(str(source)))  # a shipped phase-1 student by name
-        from tinythinker.pairs import micro_batch_count
-
-        step = int(_flag(argv, "--batch-size", "32"))  # ReflectConfig's default
-        pieces = _flag(argv, "--micro-batches")
-        pieces = micro_batch_count(step, None if pieces is None else int(pieces), on_gpu=False)
-        batch = step // pieces  # what one forward holds
+        step, pieces, batch = _forward_batch(argv, default_batch=32)  # ReflectConfig's defaults
         rows, tokens = 2, DPO_ROW_TOKENS
         what = (f"batch {step} pairs" + (f" in {pieces} micro-batches of {batch}" if pieces > 1 else "")
                 + " (chosen and rejected rows)")

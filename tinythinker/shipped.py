@@ -183,6 +183,12 @@ def best_phase1(models: list[ShippedModel]) -> ShippedModel | None:
     return next(iter(ranked_phase1(models)), None)
 
 
+def best_phase1_name(fallback: str, root: str | os.PathLike | None = None) -> str:
+    """The best shipped phase-1 student's name, else `fallback` (what the benchmarks measure by default)."""
+    best = best_phase1(list_shipped(root))
+    return best.name if best is not None else fallback
+
+
 def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, ShippedModel | None]:
     """(phase 1, reflected) to compare: a reflected model with its own parent when one ships, else the first of
     each role."""

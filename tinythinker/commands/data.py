@@ -48,8 +48,8 @@ def _common(p: argparse.ArgumentParser, split_default: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation draw (CSQA, StrategyQA, jsonl)")
     p.add_argument("--source", default=None,
                    help="rationale source (default: the benchmark's own: csqa ecqa, obqa fact1, strategyqa facts, "
-                        "jsonl inline); also ecqa-explanation, ecqa-option-free (Recall that names no option), cose, none, a `teach --out` folder or a folder in "
-                        "the paper's format")
+                        "jsonl inline); also ecqa-explanation, ecqa-option-free (Recall that names no option), "
+                        "cose, none, a `teach --out` folder or a folder in the paper's format")
 
 
 def register(subparsers) -> None:
