@@ -1,7 +1,7 @@
 """TinyThinker Studio: the research demo and annotation tool.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--auth user:pass] [--data-dir DIR]
-                  [--runs-dir runs] [--db annotations/tinythinker.db]
+                  [--runs-dir runs] [--db annotations/tinythinker.db] [--threads 1] [--int8]
 
 Binds to 127.0.0.1 unless told otherwise: the app starts training jobs and writes files, so exposing it to a
 network is a decision the user makes explicitly (--host 0.0.0.0, --share), ideally with --auth.
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the app's own inference (0 = torch's default); training jobs are "
                         "separate processes and keep their own")
+    p.add_argument("--int8", action="store_true",
+                   help="serve every student with int8 weights on CPU: stages about 2-3x faster, answers close to "
+                        "the fp32 model's but not identical to its cached traces (bench/RESULTS.md)")
     return p
 
 
@@ -47,13 +50,15 @@ def make_context(args: argparse.Namespace):
     from demo.context import AppContext
     from tinythinker import DEFAULT_STUDENT
     from tinythinker.data import resolve_data_dir
+    from tinythinker.modelcache import StudentCache
     from tinythinker.workspace import Workspace
 
     runs_dir, db = Path(args.runs_dir), Path(args.db)
     runs_dir.mkdir(parents=True, exist_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
     ws = Workspace(runs_dir=runs_dir, db=db, data_dir=resolve_data_dir(args.data_dir))
-    return AppContext(ws=ws, default_student=args.student or DEFAULT_STUDENT)
+    return AppContext(ws=ws, default_student=args.student or DEFAULT_STUDENT,
+                      students=StudentCache(int8=args.int8))
 
 
 def main(argv: list[str] | None = None) -> int:

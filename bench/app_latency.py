@@ -157,6 +157,7 @@ def main() -> int:
                    help="default: the student Step through opens on (the best shipped phase-1 student)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py --threads")
+    p.add_argument("--int8", action="store_true", help="int8 weights, as app.py --int8")
     p.add_argument("--parts", nargs="+", default=["startup", "step", "compare"],
                    choices=["startup", "step", "compare"])
     p.add_argument("--runs-dir", default=None,
@@ -170,6 +171,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from demo.context import AppContext
+    from tinythinker.modelcache import StudentCache
     from tinythinker.workspace import Workspace
 
     if args.student is None:
@@ -187,14 +189,15 @@ def main() -> int:
         (work / "annotations").mkdir()
         ws = Workspace(runs_dir=args.runs_dir or work / "runs", db=work / "annotations" / "t.db",
                        data_dir=args.data_dir)
-        ctx = AppContext(ws=ws, default_student=args.student)
+        ctx = AppContext(ws=ws, default_student=args.student, students=StudentCache(int8=args.int8))
         if "startup" in args.parts:
             results["startup"] = {**run_info, "seconds": [round(startup(work, args.data_dir), 2) for _ in range(3)],
                                   "breakdown": startup_breakdown(args.data_dir)}
             print("startup", results["startup"], flush=True)
         if "step" in args.parts:
             # one key per thread count, so that runs with --threads 1 and 2 sit side by side
-            key = f"step_through[{args.student}]" + ("" if args.threads == 1 else f"[threads={args.threads}]")
+            key = (f"step_through[{args.student}]" + ("" if args.threads == 1 else f"[threads={args.threads}]")
+                   + ("[int8]" if args.int8 else ""))
             results[key] = {**run_info, **step_stage(ctx, args.student, args.repeats)}
             print("step", results[key], flush=True)
             if "smollm2" in args.student:  # the headline: one stage of a trained SmolLM2, median
@@ -202,6 +205,7 @@ def main() -> int:
                 results["step_median_s"] = statistics.median(stage_medians)
                 results["step_median_student"] = args.student
                 results["step_median_threads"] = args.threads
+                results["step_median_weights"] = "int8" if args.int8 else "fp32"
         if "compare" in args.parts:
             results["compare"] = {**run_info, **compare_open(ctx, args.repeats)}
             print("compare", results["compare"], flush=True)

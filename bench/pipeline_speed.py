@@ -14,11 +14,16 @@ default (see --threads).
 
 batched also shares prefixes: Analyze's inputs of one question are encoded once (`Student.generate_shared`) and
 score mode encodes the Summarize input once for all candidates (`Student.score_candidates`).
+
+--int8 adds a third leg in the same blocks: the batched pipeline on an int8 copy of the student
+(`Student.quantize_int8`), with its ratio to naive and its agreement with the fp32 predictions (reported, not
+held to --min-agreement: int8 is not meant to be token-identical).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -84,6 +89,7 @@ def main() -> int:
     ap.add_argument("--min-agreement", type=float, default=0.99,
                     help="fail below this share of identical predictions (near-ties may flip under batching: "
                          "float sums in another order)")
+    ap.add_argument("--int8", action="store_true", help="also time the batched pipeline with int8 weights")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "pipeline_speed.json"))
     args = ap.parse_args()
     if args.threads:
@@ -97,10 +103,13 @@ def main() -> int:
     questions = load_questions("csqa", "validation", data_dir=args.data_dir, limit=args.limit)
     student = load_student(args.student, device="cpu").merge_adapter()
     student.generate([stages.recall_input(questions[0])], max_new_tokens=2)  # warm-up, not timed
+    int8 = dataclasses.replace(student).quantize_int8() if args.int8 else None  # a copy: quantize_dynamic copies
+    if int8 is not None:
+        int8.generate([stages.recall_input(questions[0])], max_new_tokens=2)
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     size = -(-len(questions) // args.blocks)
-    naive, batched, blocks = [], [], []
+    naive, batched, batched_int8, blocks = [], [], [], []
     for b in range(0, len(questions), size):
         block = questions[b:b + size]
         t0 = time.perf_counter()
@@ -109,8 +118,11 @@ def main() -> int:
         batched += run_pipeline(student, block, batch_size=args.batch_size, restrict_answer=restrict)
         t2 = time.perf_counter()
         blocks.append({"questions": len(block), "naive_s": round(t1 - t0, 2), "batched_s": round(t2 - t1, 2)})
-        print(f"block {len(blocks)}: {len(block)} questions, naive {t1 - t0:.1f} s, batched {t2 - t1:.1f} s",
-              flush=True)
+        if int8 is not None:
+            batched_int8 += run_pipeline(int8, block, batch_size=args.batch_size, restrict_answer=restrict)
+            blocks[-1]["batched_int8_s"] = round(time.perf_counter() - t2, 2)
+        print(f"block {len(blocks)}: {len(block)} questions, naive {t1 - t0:.1f} s, batched {t2 - t1:.1f} s"
+              + (f", batched int8 {blocks[-1]['batched_int8_s']:.1f} s" if int8 is not None else ""), flush=True)
 
     naive_s = sum(x["naive_s"] for x in blocks)
     batched_s = sum(x["batched_s"] for x in blocks)
@@ -137,6 +149,11 @@ def main() -> int:
         "command": "python " + " ".join(sys.argv),
         "load_average_at_start": load_at_start,
     }
+    if int8 is not None:
+        int8_s = sum(x["batched_int8_s"] for x in blocks)
+        same_int8 = [a.predicted == b.predicted for a, b in zip(naive, batched_int8, strict=True)]
+        result["int8"] = {"seconds": round(int8_s, 1), "ratio": round(naive_s / int8_s, 2),
+                          "agreement_with_fp32": sum(same_int8) / len(same_int8), **accuracy(batched_int8)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

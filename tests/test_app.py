@@ -315,3 +315,25 @@ def test_restricted_answer_is_always_an_option(served, mode):
     *_, summary, verdict, _, _ = _step(client, "all", restrict=mode)
     assert "no valid answer" not in verdict
     assert summary in stages.answer_choices(q)
+
+
+def test_int8_app_serves_quantized_students_and_says_so(tmp_path, data_dir):
+    import app as app_module
+    from demo.step import model_note, step
+
+    args = app_module.build_parser().parse_args(
+        ["--int8", "--runs-dir", str(tmp_path / "runs"), "--db", str(tmp_path / "a" / "t.db")])
+    assert app_module.make_context(args).students.int8
+    assert not app_module.make_context(app_module.build_parser().parse_args(
+        ["--runs-dir", str(tmp_path / "runs"), "--db", str(tmp_path / "a" / "t.db")])).students.int8
+
+    from tinythinker.modelcache import StudentCache
+
+    ctx = AppContext(ws=make_workspace(tmp_path / "ws", data_dir, traces=False),
+                     shipped_root=tmp_path / "none", students=StudentCache(int8=True))
+    student = ctx.student("tiny-a/best")
+    assert student.quantized == "int8"
+    assert "int8 weights" in model_note(ctx, "tiny-a/best")
+    kw = {**STEP_DEFAULTS}
+    _, recall, table, summary, verdict, timings, note = step(ctx, "all", "tiny-a/best", *kw.values())
+    assert set(timings) == {"recall", "analyze", "summarize"} and "int8 weights" in note

@@ -209,6 +209,7 @@ def test_evaluate_command(tmp_path, data_dir, capsys):
     assert cli.main([*common, "--out", str(out), "--restrict-answer", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["questions"] == 3 and result["invalid_rate"] == 0 and result["questions_per_second"] > 0
+    assert result["weights"] == "fp32"
     traces = read_traces(out)
     assert len(traces) == 3 and all(t.predicted in "ABCDE" for t in traces)
     assert result["accuracy"] == accuracy(traces)["accuracy"]
@@ -217,6 +218,11 @@ def test_evaluate_command(tmp_path, data_dir, capsys):
     text = capsys.readouterr().out
     assert "accuracy:" in text and "self-consistency:" in text and "questions/second:" in text
     assert len(read_traces(out)) == 6
+
+    assert cli.main([*common, "--out", str(out), "--restrict-answer", "--json", "--int8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["weights"] == "int8" and result["questions"] == 3
+    assert all(t.predicted in "ABCDE" for t in read_traces(out))
 
     assert cli.main([*common, "--out", str(out), "--top-p", "0"]) == 2
     assert "top_p" in capsys.readouterr().err

@@ -70,6 +70,7 @@ class Student:
     # The answer format the student was trained on (`stages.ANSWER_FORMATS`); None for a plain student. Score
     # and constrain modes then consider that format's answers only.
     answer_format: str | None = None
+    quantized: str | None = None  # "int8" after `quantize_int8` (inference only)
     _template: tuple[list[int], list[int]] | None = field(default=None, repr=False)
 
     # -- tokenisation ----------------------------------------------------------------------------------
@@ -412,9 +413,38 @@ class Student:
             self.model.eval()
         return self
 
+    def quantize_int8(self) -> Student:
+        """Int8 weights for CPU inference: every Linear layer (the LM head too) dynamically quantized per output
+        channel, activations quantized on the fly. Greedy decoding here is bound by reading the weights once per
+        token, and int8 reads a quarter of the bytes (bench/RESULTS.md: speed and accuracy against fp32). The
+        outputs are close to fp32's, not identical, so it is opt-in (`evaluate --int8`, `app.py --int8`); a
+        quantized student cannot be trained or saved. A LoRA adapter is merged first."""
+        if self.quantized:
+            return self
+        if self.device.type != "cpu":
+            raise ValueError(f"--int8 quantizes for CPU inference; student {self.name!r} is on {self.device} "
+                             "(run it in fp32 there, or load it with --device cpu)")
+        # torch.ao's dynamic quantization (fbgemm/x86 kernels) rather than torchao: it ships with the pinned torch
+        # and its int8 matmuls are the fast path on this CPU (3x per greedy step on SmolLM2 in a probe).
+        import warnings
+
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        self.merge_adapter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch marks the quantized-tensor API as deprecated in favour of torchao
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                          dtype=torch.qint8)
+        self.model.eval()
+        self.quantized = "int8"
+        return self
+
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """A folder `load_student(path)` reloads with no flags (weights, tokenizer, kind)."""
+        if self.quantized:
+            raise ValueError(f"student {self.name!r} holds {self.quantized} weights for inference; save the fp32 "
+                             "student it was quantized from")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often faster on a busy shared machine)")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU only: int8 weights (dynamic quantization), faster greedy decoding, outputs close to "
+                        "fp32's but not identical (bench/RESULTS.md measures both)")
     g = p.add_argument_group("sampling (any of these turns sampling on for --sample-stages)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0)")
     g.add_argument("--top-k", type=int, default=None, help="top-k (0 = off)")
@@ -144,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
     # Evaluation only generates: a LoRA adapter is folded into its base (one matmul per layer, not three).
     student = load_student(args.student, device=args.device).merge_adapter()
+    if args.int8:
+        student.quantize_int8()
 
     bar = tqdm(total=len(questions) * args.num_samples, desc="evaluate", unit="trace", file=sys.stderr)
 
@@ -175,12 +180,12 @@ def run(args: argparse.Namespace) -> int:
         "questions": len(questions), **accuracy(traces), "seconds": round(seconds, 2),
         "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
-        "from_stage": args.from_stage, "skipped_uncovered": skipped,
+        "from_stage": args.from_stage, "skipped_uncovered": skipped, "weights": student.quantized or "fp32",
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.student} on {args.data} {args.split} ({len(questions)} questions, {args.stage_type}, "
+    print(f"{args.student}{' (int8)' if args.int8 else ''} on {args.data} {args.split} ({len(questions)} questions, {args.stage_type}, "
           f"{'greedy' if sampling.is_greedy else 'sampled'}{f', answers: {args.restrict_answer}' if args.restrict_answer else ''})")
     print(f"accuracy:           {result['accuracy']:.1%}")
     if "self_consistency_accuracy" in result:
