@@ -59,6 +59,14 @@ MODELS = {
         TRACES / "p1-optfree420.from-summarize.val100.jsonl", "evaluate --from-stage summarize (ECQA's own texts)"),
     "answer-only LoRA, 420 steps": (TRACES / "p1-sum-lora420.val200.jsonl",
                                     "answer-only LoRA 210 + 210 more steps (second cosine cycle, seed 1)"),
+    "option-free 420 + own-context Summarize": (
+        TRACES / "p1-optfree-ctx.val200.jsonl",
+        "the option-free 420-step run + 70 Summarize-only steps on 600 training questions, each with the teacher's "
+        "and with its own Recall/Analyze (210 Summarize steps in all, as answer-only 210)"),
+    "option-free 420 + own-context Summarize, teacher's Recall+Analyze": (
+        TRACES / "p1-optfree-ctx.from-summarize.val100.jsonl", "evaluate --from-stage summarize (ECQA's own texts)"),
+    "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
+                                       "evaluate --int8: the same student, int8 dynamic quantization"),
 }
 PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA", "full method, equal rhythm (shipped p1-equal)"),
@@ -78,7 +86,11 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA, 210 steps", "equal rhythm, option-free Recall"),
          ("equal rhythm, option-free Recall", "equal rhythm, option-free Recall, 420 steps"),
          ("answer-only LoRA, 210 steps", "answer-only LoRA, 420 steps"),
-         ("answer-only LoRA, 420 steps", "equal rhythm, option-free Recall, 420 steps")]
+         ("answer-only LoRA, 420 steps", "equal rhythm, option-free Recall, 420 steps"),
+         ("equal rhythm, option-free Recall, 420 steps", "option-free 420 + own-context Summarize"),
+         ("answer-only LoRA, 210 steps", "option-free 420 + own-context Summarize"),
+         ("answer-only LoRA, 420 steps", "option-free 420 + own-context Summarize"),
+         ("full method, equal rhythm (shipped p1-equal)", "shipped p1-equal, int8 weights")]
 
 
 def main() -> int:

@@ -38,7 +38,9 @@ def main() -> int:
                       ("recall_analyze_summarize_teacher_context", "equal rhythm + teacher-context Summarize (control)"),
                       ("recall_analyze_summarize_option_free_recall", "equal rhythm, option-free Recall"),
                       ("recall_analyze_summarize_option_free_recall_420", "equal rhythm, option-free Recall, 420 steps"),
-                      ("summarize_420", "answer-only LoRA, 420 steps")):
+                      ("summarize_420", "answer-only LoRA, 420 steps"),
+                      ("recall_analyze_summarize_option_free_420_own_context", "option-free 420 + own-context Summarize"),
+                      ("recall_analyze_summarize_int8", "shipped p1-equal, int8 weights")):
         if name in method:
             m = method[name]
             smol[key] = {"val_acc": m["accuracy"], "questions": m["questions"], "ci95": [m["ci_low"], m["ci_high"]],

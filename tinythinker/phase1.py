@@ -47,7 +47,10 @@ class Phase1Config:
     source: str | None = None  # rationale source; None = the benchmark's default
     limit: int | None = None  # training questions
     eval_limit: int | None = None  # validation questions (the first N)
-    seed: int = 0
+    seed: int = 0  # initialisation, shuffling and sampling
+    # The seed of the train/validation split (CSQA and StrategyQA draw validation from train). Kept apart from
+    # `seed`: a run continued with another --seed must not train on the validation questions of the first.
+    split_seed: int = 0
     interval: int = 20
     epochs: float = 1.0
     max_steps: int | None = None
@@ -159,6 +162,10 @@ class Phase1Config:
         """What config.json holds: every field, plus what kind of run it is."""
         d = asdict(self)
         d["command"] = "train"
+        if d["split_seed"] == d["seed"]:
+            # Runs from before split_seed existed split with `seed`: leaving the key out when the two agree keeps
+            # their config.json identical, so they still resume.
+            del d["split_seed"]
         return d
 
 
@@ -261,6 +268,20 @@ def only_stages(data: StageData, keep: list[str]) -> StageData:
         return data
     return StageData({s: data.examples[s] for s in keep}, {s: data.dropped_duplicates.get(s, 0) for s in keep},
                      {s: data.skipped.get(s, 0) for s in keep}, data.n_options)
+
+
+def check_unseen(student: str, validation: list[Question], what: str) -> None:
+    """Refuse to continue a student on a run whose validation questions it (or a run before it) trained on:
+    its accuracy there would measure memory. Students that are no run folder (named, shipped, hub) pass."""
+    from tinythinker.runs import trained_questions
+
+    seen = trained_questions(student)
+    leaked = [q.id for q in validation if q.id in seen]
+    if leaked:
+        raise ValueError(f"{what}: {len(leaked)} of this run's {len(validation)} validation questions (e.g. "
+                         f"{leaked[0]!r}) were training questions of {student} or a run it continued; a different "
+                         "--split-seed draws another split. Use the split seed of the run you continue "
+                         "(its config.json: split_seed, else seed)")
 
 
 def load_own_context(path: str | Path, validation: list[Question]) -> list[Trace]:
@@ -534,9 +555,9 @@ def _file_logging(run: Path) -> logging.Handler:
 def load_phase1_data(config: Phase1Config) -> tuple[list[tuple[Question, list[Rationale]]], list[Question]]:
     from tinythinker.data import load_examples, load_questions
 
-    train = load_examples(config.data, "train", data_dir=config.data_dir, seed=config.seed, limit=config.limit,
-                          source=config.source, path=config.path)
-    val = load_questions(config.data, "validation", data_dir=config.data_dir, seed=config.seed,
+    train = load_examples(config.data, "train", data_dir=config.data_dir, seed=config.split_seed,
+                          limit=config.limit, source=config.source, path=config.path)
+    val = load_questions(config.data, "validation", data_dir=config.data_dir, seed=config.split_seed,
                          limit=config.eval_limit, path=config.path)
     if not train:
         raise ValueError(f"no training questions in {config.data!r}")
@@ -613,6 +634,7 @@ def train_phase1(config: Phase1Config, on_progress: Callable[[dict[str, Any]], N
         examples = loaded_train if examples is None else examples
         questions = loaded_val if questions is None else questions
     source_name = f"{config.data} rationales" + (f" ({config.source})" if config.source else "")
+    check_unseen(config.student, questions, f"train --student {config.student}")
     own = load_own_context(config.own_context, questions) if config.own_context else None
     data = build_stage_data(examples, config.stage_type, config.answer_format, source_name, own)
     data = only_stages(data, config.trained_stages())

@@ -386,10 +386,10 @@ def load_reflect_data(source: Phase1Source, config: ReflectConfig
     p1 = source.config
     # Phase 1's data, file (`--data jsonl / paper --path`) and seed, so that a --limit subset is drawn the way
     # phase 1 drew its own.
-    examples = load_examples(p1.get("data", "csqa"), "train", data_dir=p1.get("data_dir"), seed=p1.get("seed", 0),
+    examples = load_examples(p1.get("data", "csqa"), "train", data_dir=p1.get("data_dir"), seed=runs.split_seed(p1),
                              limit=config.limit, source=p1.get("source"), path=p1.get("path"))
     val = load_questions(p1.get("data", "csqa"), "validation", data_dir=p1.get("data_dir"),
-                         seed=p1.get("seed", 0), limit=config.eval_limit, path=p1.get("path"))
+                         seed=runs.split_seed(p1), limit=config.eval_limit, path=p1.get("path"))
     if not examples:
         raise ReflectError(f"no training questions in {p1.get('data')!r}")
     if not val:

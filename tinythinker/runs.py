@@ -192,3 +192,45 @@ def list_runs(root: str | Path = "runs") -> list[RunSummary]:
         except RunError:
             continue
     return sorted(out, key=lambda r: r.updated, reverse=True)
+
+
+def split_seed(config: dict[str, Any]) -> int:
+    """The seed a run's train/validation split was drawn with: `split_seed`, else (runs from before it, and runs
+    whose two seeds agree, which leave it out) `seed`."""
+    return int(config.get("split_seed", config.get("seed", 0)))
+
+
+def run_of(checkpoint: str | Path) -> Path | None:
+    """The run folder a student folder belongs to (the folder itself, its best/, checkpoints/checkpoint-N or a
+    phase-2 iter_<k>/best); None for anything that is no run's (a named or shipped student, a hub id)."""
+    path = Path(checkpoint)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / CONFIG).is_file():
+            try:
+                if read_config(candidate).get("command") in ("train", "reflect"):
+                    return candidate
+            except RunError:
+                return None
+    return None
+
+
+def trained_questions(student: str | Path, _depth: int = 0) -> set[str]:
+    """Ids of every question whose answer trained `student`: its run's training questions and those of each run
+    it continued (`--student` of a train run, `--from` of a reflect run), as far as their folders are here.
+    Students that are no run (named, shipped, hub) contribute nothing."""
+    from tinythinker.data import DataError, load_questions
+
+    run = run_of(student)
+    if run is None or _depth > 20:
+        return set()
+    config = read_config(run)
+    parent = config.get("student") if config.get("command") == "train" else config.get("from_run")
+    if config.get("command") == "reflect":
+        phase1 = run_of(parent) if parent else None
+        config = {**(read_config(phase1) if phase1 else {}), "limit": config.get("limit")}
+    try:
+        questions = load_questions(config.get("data", "csqa"), "train", data_dir=config.get("data_dir"),
+                                   seed=split_seed(config), limit=config.get("limit"), path=config.get("path"))
+    except DataError:
+        questions = []  # its data is not here (a moved file, no benchmark folder): nothing to compare against
+    return {q.id for q in questions} | (trained_questions(parent, _depth + 1) if parent else set())

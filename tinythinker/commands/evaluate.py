@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often faster on a busy shared machine)")
+    p.add_argument("--unseen-by", nargs="+", default=None, metavar="RUN",
+                   help="keep only the questions none of these runs (nor the runs they continued) trained on: a "
+                        "clean comparison of models whose training splits differ")
     p.add_argument("--int8", action="store_true",
                    help="CPU only: int8 weights (dynamic quantization), faster greedy decoding, outputs close to "
                         "fp32's but not identical (bench/RESULTS.md measures both)")
@@ -142,8 +145,21 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     questions = load_questions(args.data, args.split, data_dir=args.data_dir, seed=args.seed, limit=args.limit,
                                path=args.path)
+    if args.unseen_by:
+        from tinythinker.runs import run_of, trained_questions
+
+        seen: set[str] = set()
+        for run in args.unseen_by:
+            if run_of(run) is None:
+                raise ValueError(f"--unseen-by {run}: not a run folder or a checkpoint of one")
+            seen |= trained_questions(run)
+        kept = [q for q in questions if q.id not in seen]
+        print(f"--unseen-by: {len(kept)} of {len(questions)} questions were trained on by none of "
+              f"{', '.join(args.unseen_by)}", file=sys.stderr)
+        questions = kept
     if not questions:
-        raise ValueError(f"{args.data} {args.split} has no questions")
+        raise ValueError(f"{args.data} {args.split} has no questions" + (" that --unseen-by leaves" if args.unseen_by
+                                                                         else ""))
     out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
     # Evaluation only generates: a LoRA adapter is folded into its base (one matmul per layer, not three).
     student = load_student(args.student, device=args.device).merge_adapter()
@@ -181,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
         "from_stage": args.from_stage, "skipped_uncovered": skipped, "weights": student.quantized or "fp32",
+        "unseen_by": args.unseen_by,
     }
     if args.json:
         print(json.dumps(result, indent=2))

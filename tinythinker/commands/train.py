@@ -87,7 +87,10 @@ def register(subparsers) -> None:
                    help="comma-separated module names LoRA wraps (None: per student kind)")
     p.add_argument("--cross-attention-lr-scale", type=float, default=d.cross_attention_lr_scale,
                    help="bert2bert: learning rate multiplier for the new (randomly initialised) cross-attention")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation, shuffling and sampling")
+    p.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help="seed of the train/validation split (CSQA, StrategyQA); keep it when continuing a run, so "
+                        "that no validation question becomes a training one")
     p.add_argument("--answer-format", default=d.answer_format, choices=ANSWER_FORMATS,
                    help="letter: the paper's 'So the answer is option X.'; letter_text: '(X) TEXT. So the ...'; "
                         "text_letter: 'TEXT. So the answer is option X.'")
@@ -138,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> Phase1Config:
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets,
         target_only_loss=not args.full_width_loss, eval_steps=args.eval_steps,
         gradient_checkpointing=args.gradient_checkpointing, group_by_length=not args.no_length_grouping,
-        cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed,
+        cross_attention_lr_scale=args.cross_attention_lr_scale, seed=args.seed, split_seed=args.split_seed,
         answer_format=args.answer_format, order=args.order,
         restrict_answer=args.restrict_answer, eval_max_new_tokens=args.eval_max_new_tokens,
         max_source_length=args.max_source_length,
