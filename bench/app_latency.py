@@ -201,11 +201,12 @@ def main() -> int:
             results[key] = {**run_info, **step_stage(ctx, args.student, args.repeats)}
             print("step", results[key], flush=True)
             if "smollm2" in args.student:  # the headline: one stage of a trained SmolLM2, median
+                # The app's default weights (fp32) keep the headline key; an --int8 run writes its own beside it.
+                suffix = "_int8" if args.int8 else ""
                 stage_medians = [results[key][f"{s}_s_median"] for s in ("recall", "analyze", "summarize")]
-                results["step_median_s"] = statistics.median(stage_medians)
-                results["step_median_student"] = args.student
-                results["step_median_threads"] = args.threads
-                results["step_median_weights"] = "int8" if args.int8 else "fp32"
+                results[f"step_median_s{suffix}"] = statistics.median(stage_medians)
+                results[f"step_median_student{suffix}"] = args.student
+                results[f"step_median_threads{suffix}"] = args.threads
         if "compare" in args.parts:
             results["compare"] = {**run_info, **compare_open(ctx, args.repeats)}
             print("compare", results["compare"], flush=True)

@@ -59,12 +59,16 @@ MODELS = {
         TRACES / "p1-optfree420.from-summarize.val100.jsonl", "evaluate --from-stage summarize (ECQA's own texts)"),
     "answer-only LoRA, 420 steps": (TRACES / "p1-sum-lora420.val200.jsonl",
                                     "answer-only LoRA 210 + 210 more steps (second cosine cycle, seed 1)"),
-    "option-free 420 + own-context Summarize": (
+    "option-free + own-context Summarize": (
         TRACES / "p1-optfree-ctx.val200.jsonl",
-        "the option-free 420-step run + 70 Summarize-only steps on 600 training questions, each with the teacher's "
-        "and with its own Recall/Analyze (210 Summarize steps in all, as answer-only 210)"),
-    "option-free 420 + own-context Summarize, teacher's Recall+Analyze": (
-        TRACES / "p1-optfree-ctx.from-summarize.val100.jsonl", "evaluate --from-stage summarize (ECQA's own texts)"),
+        "the option-free 210-step run + 105 Summarize-only steps on 300 training questions, each with the teacher's "
+        "and with its own Recall/Analyze (175 Summarize steps in all)"),
+    # The same runs on the 168 validation questions that neither leg of the 420-step runs trained on
+    # (`evaluate --unseen-by runs/p1-sum-lora420`): their second legs drew their split with seed 1.
+    "answer-only LoRA, 210 steps [unseen 168]": (TRACES / "p1-sum-lora210.unseen168.jsonl", "answer-only, 210 steps"),
+    "answer-only LoRA, 420 steps [unseen 168]": (TRACES / "p1-sum-lora420.unseen168.jsonl", "answer-only, 420 steps"),
+    "option-free Recall, 210 steps [unseen 168]": (TRACES / "p1-optfree.unseen168.jsonl", "full method, 210 steps"),
+    "option-free Recall, 420 steps [unseen 168]": (TRACES / "p1-optfree420.unseen168.jsonl", "full method, 420 steps"),
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
 }
@@ -87,10 +91,13 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("equal rhythm, option-free Recall", "equal rhythm, option-free Recall, 420 steps"),
          ("answer-only LoRA, 210 steps", "answer-only LoRA, 420 steps"),
          ("answer-only LoRA, 420 steps", "equal rhythm, option-free Recall, 420 steps"),
-         ("equal rhythm, option-free Recall, 420 steps", "option-free 420 + own-context Summarize"),
-         ("answer-only LoRA, 210 steps", "option-free 420 + own-context Summarize"),
-         ("answer-only LoRA, 420 steps", "option-free 420 + own-context Summarize"),
-         ("full method, equal rhythm (shipped p1-equal)", "shipped p1-equal, int8 weights")]
+         ("equal rhythm, option-free Recall", "option-free + own-context Summarize"),
+         ("answer-only LoRA, 210 steps", "option-free + own-context Summarize"),
+         ("full method, equal rhythm (shipped p1-equal)", "shipped p1-equal, int8 weights"),
+         ("answer-only LoRA, 210 steps [unseen 168]", "answer-only LoRA, 420 steps [unseen 168]"),
+         ("option-free Recall, 210 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
+         ("answer-only LoRA, 210 steps [unseen 168]", "option-free Recall, 210 steps [unseen 168]"),
+         ("answer-only LoRA, 420 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]")]
 
 
 def main() -> int:

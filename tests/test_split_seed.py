@@ -75,3 +75,23 @@ def test_evaluate_unseen_by_keeps_the_questions_no_run_trained_on(tmp_path, data
     assert [json.loads(line)["question"]["id"] for line in out.read_text().splitlines()] == expected
     assert cli.main([*argv[:-1], "smollm2-135m"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_evaluate_split_seed_keeps_the_questions_while_the_sampling_seed_moves(tmp_path, data_dir, capsys):
+    student = tmp_path / "student"
+    tiny_student("causal").save(student)
+
+    def evaluated(*flags: str) -> tuple[list[str], dict]:
+        out = tmp_path / "traces.jsonl"
+        argv = ["evaluate", "--student", str(student), "--data", "csqa", "--data-dir", str(data_dir), "--limit", "5",
+                "--stage-type", "summarize", "--summarize-tokens", "4", "--out", str(out), "--json", *flags]
+        assert cli.main(argv) == 0
+        ids = [json.loads(line)["question"]["id"] for line in out.read_text().splitlines()]
+        return ids, json.loads(capsys.readouterr().out)
+
+    first, result = evaluated()
+    assert result["split_seed"] == 0
+    resampled, result = evaluated("--seed", "1", "--split-seed", "0")
+    assert resampled == first and result["split_seed"] == 0 and result["sampling"]["seed"] == 1
+    moved, result = evaluated("--seed", "1")  # as before --split-seed: --seed alone also draws the split
+    assert moved != first and result["split_seed"] == 1

@@ -33,7 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of the split")
     p.add_argument("--data-dir", default=None, help=f"local data folder (default: ${ENV_DATA_DIR})")
     p.add_argument("--path", default=None, help="with --data jsonl / paper: your file or folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of sampling")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, and of the validation split unless "
+                                                          "--split-seed is given")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the train/validation split (default: --seed, as before it existed): new samples "
+                        "of the same questions with another --seed, e.g. to add to a self-consistency run")
     p.add_argument("--stage-type", default=stages.DEFAULT_STAGE_TYPE, choices=list(stages.STAGE_TYPES))
     p.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
     p.add_argument("--from-stage", default=None, choices=[stages.ANALYZE, stages.SUMMARIZE],
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    questions = load_questions(args.data, args.split, data_dir=args.data_dir, seed=args.seed, limit=args.limit,
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    questions = load_questions(args.data, args.split, data_dir=args.data_dir, seed=split_seed, limit=args.limit,
                                path=args.path)
     if args.unseen_by:
         from tinythinker.runs import run_of, trained_questions
@@ -197,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
         "from_stage": args.from_stage, "skipped_uncovered": skipped, "weights": student.quantized or "fp32",
-        "unseen_by": args.unseen_by,
+        "unseen_by": args.unseen_by, "split_seed": split_seed,
     }
     if args.json:
         print(json.dumps(result, indent=2))
