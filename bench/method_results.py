@@ -69,6 +69,13 @@ MODELS = {
     "answer-only LoRA, 420 steps [unseen 168]": (TRACES / "p1-sum-lora420.unseen168.jsonl", "answer-only, 420 steps"),
     "option-free Recall, 210 steps [unseen 168]": (TRACES / "p1-optfree.unseen168.jsonl", "full method, 210 steps"),
     "option-free Recall, 420 steps [unseen 168]": (TRACES / "p1-optfree420.unseen168.jsonl", "full method, 420 steps"),
+    "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val100.jsonl",
+                                       "evaluate --from-stage analyze: its own Analyze and Summarize"),
+    "option-free Recall, teacher's option-free Recall": (
+        TRACES / "p1-optfree.from-analyze.val100.jsonl",
+        "evaluate --from-stage analyze --source ecqa-option-free (the 45 of 100 it covers)"),
+    "full method, equal rhythm, full fine-tuning": (
+        TRACES / "p1-eqfull.val200.jsonl", "p1-equal's recipe with --lora-r 0 --lr 5e-5 (the answer-only full-FT lr)"),
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
 }
@@ -94,6 +101,8 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("equal rhythm, option-free Recall", "option-free + own-context Summarize"),
          ("answer-only LoRA, 210 steps", "option-free + own-context Summarize"),
          ("full method, equal rhythm (shipped p1-equal)", "shipped p1-equal, int8 weights"),
+         ("full method, equal rhythm (shipped p1-equal)", "full method, equal rhythm, full fine-tuning"),
+         ("answer-only LoRA, 210 steps", "full method, equal rhythm, full fine-tuning"),
          ("answer-only LoRA, 210 steps [unseen 168]", "answer-only LoRA, 420 steps [unseen 168]"),
          ("option-free Recall, 210 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
          ("answer-only LoRA, 210 steps [unseen 168]", "option-free Recall, 210 steps [unseen 168]"),

@@ -53,6 +53,9 @@ def stats(path: Path, questions: int | None) -> dict:
         "accuracy_when_recall_does_not_loop": _acc([t for t in traces if not loops(t.recall or "")]),
         "recall_names_an_option": sum(names(t) for t in traces) / n,
         "recall_names_the_answer": sum(names(t, answer_only=True) for t in traces) / n,
+        # How much of the accuracy rides on a Recall that gives the answer away (the teacher's do, 67% of them)
+        "accuracy_when_recall_names_the_answer": _acc([t for t in traces if names(t, answer_only=True)]),
+        "accuracy_otherwise": _acc([t for t in traces if not names(t, answer_only=True)]),
     }
 
 
@@ -66,8 +69,8 @@ def main() -> None:
     p.add_argument("--questions", type=int, default=None, help="the first N traces of each file")
     args = p.parse_args()
     print("| traces | n | acc | recall words | recall loops | analysis words | analysis loops | acc, recall loops "
-          "| acc, no loop | recall names an option | names the answer |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| acc, no loop | recall names an option | names the answer | acc, names the answer | acc, otherwise |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path in args.traces:
         s = stats(path, args.questions)
         fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
@@ -75,7 +78,8 @@ def main() -> None:
               f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
               f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
               f"{fmt(s['accuracy_when_recall_does_not_loop'])} | {fmt(s['recall_names_an_option'])} | "
-              f"{fmt(s['recall_names_the_answer'])} |")
+              f"{fmt(s['recall_names_the_answer'])} | {fmt(s['accuracy_when_recall_names_the_answer'])} | "
+              f"{fmt(s['accuracy_otherwise'])} |")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def model_note(ctx, checkpoint) -> str:
     if ctx.is_untrained(checkpoint):
         return UNTRAINED_NOTE
     settings = ctx.settings(checkpoint)
-    weights = (" · int8 weights (`app.py --int8`): texts may differ slightly from the fp32 model's cached traces"
+    weights = (" · int8 weights (`app.py --int8`): answers often differ from the fp32 model's cached traces"
                if ctx.students.int8 else "")
     return (f"model: `{ctx.label(checkpoint)}` · trained as {settings['stage_type']}, answers "
             f"{settings['restrict_answer']} (set below from its run; change them to try another way){weights}")
