@@ -76,6 +76,8 @@ MODELS = {
         "evaluate --from-stage analyze --source ecqa-option-free (the 45 of 100 it covers)"),
     "full method, equal rhythm, full fine-tuning": (
         TRACES / "p1-eqfull.val200.jsonl", "p1-equal's recipe with --lora-r 0 --lr 5e-5 (the answer-only full-FT lr)"),
+    "answer-only full FT, 210 steps": (TRACES / "p1-sum-full210.val200.jsonl",
+                                       "answer-only LoRA 210's recipe with --lora-r 0 --lr 5e-5"),
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
 }
@@ -103,6 +105,8 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("full method, equal rhythm (shipped p1-equal)", "shipped p1-equal, int8 weights"),
          ("full method, equal rhythm (shipped p1-equal)", "full method, equal rhythm, full fine-tuning"),
          ("answer-only LoRA, 210 steps", "full method, equal rhythm, full fine-tuning"),
+         ("answer-only LoRA, 210 steps", "answer-only full FT, 210 steps"),
+         ("answer-only full FT, 210 steps", "full method, equal rhythm, full fine-tuning"),
          ("answer-only LoRA, 210 steps [unseen 168]", "answer-only LoRA, 420 steps [unseen 168]"),
          ("option-free Recall, 210 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
          ("answer-only LoRA, 210 steps [unseen 168]", "option-free Recall, 210 steps [unseen 168]"),

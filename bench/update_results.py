@@ -52,6 +52,7 @@ def main() -> int:
                       ("recall_analyze_summarize_option_free_from_analyze",
                        "option-free Recall, teacher's option-free Recall"),
                       ("recall_analyze_summarize_full_ft", "full method, equal rhythm, full fine-tuning"),
+                      ("summarize_full_ft", "answer-only full FT, 210 steps"),
                       ("summarize_unseen168", "answer-only LoRA, 210 steps [unseen 168]"),
                       ("summarize_420_unseen168", "answer-only LoRA, 420 steps [unseen 168]"),
                       ("recall_analyze_summarize_option_free_recall_unseen168",
