@@ -71,6 +71,18 @@ def main() -> int:
         smol["recall_analyze_summarize_self_consistency_k5"] = {
             "val_acc": sc["self_consistency_accuracy"], "per_sample_acc": sc["accuracy"], "questions": sc["questions"],
             "num_samples": sc["num_samples"], "traces": sc["traces"], "what": "p1-equal, majority of 5 sampled Recalls"}
+    sc10 = [ROOT / "bench" / "traces" / f for f in ("p1-equal-sc5.val100.jsonl", "p1-equal-sc5-seed1.val100.jsonl")]
+    if all(f.is_file() for f in sc10):  # the two five-sample runs together: k = 10
+        sys.path.insert(0, str(ROOT / "bench"))
+        from self_consistency import curve, samples_by_question
+
+        by_question = samples_by_question(sc10)
+        rows = curve(by_question)
+        smol["recall_analyze_summarize_self_consistency_k10"] = {
+            "val_acc": rows[-1]["accuracy"], "any_sample_right": rows[-1]["any_sample_right"],
+            "questions": len(by_question),
+            "num_samples": rows[-1]["k"], "curve": rows, "traces": [str(f.relative_to(ROOT)) for f in sc10],
+            "what": "p1-equal, majority of 10 sampled Recalls (sampling seeds 0 and 1, split seed 0)"}
     smol["recipe_of_record"] = ("LoRA r=16, 210 optimizer steps of batch 16, --order equal for the staged types, "
                                 "text_letter target read in score mode, cosine with 10% warm-up")
     metrics = ROOT / "runs" / "p2-equal" / "metrics.jsonl"
