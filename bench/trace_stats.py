@@ -43,6 +43,7 @@ def stats(path: Path, questions: int | None) -> dict:
     recalls = [t.recall or "" for t in traces]
     analyses = [a for t in traces for a in (t.analyses or {}).values()]
     n = len(traces)
+    gives_answer = [names(t, answer_only=True) for t in traces]
     return {
         "file": str(path), "questions": n, "accuracy": sum(t.correct for t in traces) / n,
         "recall_words": sum(len(r.split()) for r in recalls) / n,
@@ -52,10 +53,10 @@ def stats(path: Path, questions: int | None) -> dict:
         "accuracy_when_recall_loops": _acc([t for t in traces if loops(t.recall or "")]),
         "accuracy_when_recall_does_not_loop": _acc([t for t in traces if not loops(t.recall or "")]),
         "recall_names_an_option": sum(names(t) for t in traces) / n,
-        "recall_names_the_answer": sum(names(t, answer_only=True) for t in traces) / n,
+        "recall_names_the_answer": sum(gives_answer) / n,
         # How much of the accuracy rides on a Recall that gives the answer away (the teacher's do, 67% of them)
-        "accuracy_when_recall_names_the_answer": _acc([t for t in traces if names(t, answer_only=True)]),
-        "accuracy_otherwise": _acc([t for t in traces if not names(t, answer_only=True)]),
+        "accuracy_when_recall_names_the_answer": _acc([t for t, g in zip(traces, gives_answer, strict=True) if g]),
+        "accuracy_otherwise": _acc([t for t, g in zip(traces, gives_answer, strict=True) if not g]),
     }
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 class StudentCache:
     """Least-recently-used cache of loaded students keyed by name or folder (and the folder's weights' mtime,
     so a checkpoint rewritten by a training run is loaded again rather than served stale). With `int8`, every
-    student is served with int8 weights (`Student.quantize_int8`: faster on CPU, but many answers differ from fp32's)."""
+    student is served with int8 weights (`Student.quantize_int8`: faster on CPU, but many answers differ from
+    fp32's)."""
 
     def __init__(self, capacity: int = 3, loader=None, int8: bool = False):
         self.capacity = capacity

@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    weights = " (int8)" if args.int8 else ""
+    weights = f" ({student.quantized})" if student.quantized else ""
     print(f"{args.student}{weights} on {args.data} {args.split} ({len(questions)} questions, {args.stage_type}, "
           f"{'greedy' if sampling.is_greedy else 'sampled'}{f', answers: {args.restrict_answer}' if args.restrict_answer else ''})")
     print(f"accuracy:           {result['accuracy']:.1%}")
