@@ -223,6 +223,8 @@ def test_evaluate_command(tmp_path, data_dir, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["weights"] == "int8" and result["questions"] == 3
     assert all(t.predicted in "ABCDE" for t in read_traces(out))
+    assert cli.main([*common, "--out", str(out), "--restrict-answer", "--int8"]) == 0
+    assert " (int8) on csqa" in capsys.readouterr().out
 
     assert cli.main([*common, "--out", str(out), "--top-p", "0"]) == 2
     assert "top_p" in capsys.readouterr().err
