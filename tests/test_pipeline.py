@@ -256,3 +256,54 @@ def test_evaluate_from_stage_gives_the_student_the_teachers_texts(tmp_path, data
 def test_greedy_is_the_default():
     assert GREEDY.is_greedy and not Sampling.sampled().is_greedy
     assert GREEDY.summarize.max_new_tokens >= len("So the answer is option A.".split())
+
+
+def test_evaluate_resume_keeps_saved_traces_and_runs_the_rest(tmp_path, data_dir, capsys, monkeypatch):
+    import tinythinker.pipeline as pipeline
+
+    folder = tiny_student("causal").save(tmp_path / "student")
+    out = tmp_path / "traces.jsonl"
+    common = ["evaluate", "--student", str(folder), "--data", "csqa", "--data-dir", str(data_dir),
+              "--recall-tokens", "4", "--analyze-tokens", "3", "--summarize-tokens", "6", "--batch-size", "1",
+              "--restrict-answer", "score", "--json"]
+    assert cli.main([*common, "--limit", "4", "--out", str(tmp_path / "whole.jsonl")]) == 0
+    whole = read_traces(tmp_path / "whole.jsonl")
+    capsys.readouterr()
+
+    # a run that dies in its third batch keeps the two batches it finished
+    real, calls = pipeline._run_stages, []
+
+    def dies_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "_run_stages", dies_third)
+    assert cli.main([*common, "--limit", "4", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "_run_stages", real)
+    assert len(read_traces(out)) == 2
+    saved = {t.question.id: t for t in read_traces(out)}
+
+    assert cli.main([*common, "--limit", "4", "--out", str(out), "--resume"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed_questions"] == 2 and result["questions"] == 4
+    resumed = read_traces(out)
+    assert [t.question.id for t in resumed] == [t.question.id for t in whole]  # question order, not run order
+    assert [(t.recall, t.analyses, t.predicted) for t in resumed] == [(t.recall, t.analyses, t.predicted)
+                                                                      for t in whole]
+    assert all(resumed[i].stage_timings == saved[t.question.id].stage_timings  # kept, not run again
+               for i, t in enumerate(resumed) if t.question.id in saved)
+    assert result["accuracy"] == accuracy(whole)["accuracy"]
+
+    # lines another run wrote are refused, naming the line, and the file is left as it was
+    before = out.read_text()
+    assert cli.main([*common, "--limit", "4", "--out", str(out), "--resume", "--stage-type", "summarize"]) == 2
+    assert "traces.jsonl, line 1: its stage type is 'recall_analyze_summarize'" in capsys.readouterr().err
+    assert cli.main([*common, "--limit", "3", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "traces.jsonl, line 4: question" in err and "not among this run's 3 questions" in err
+    assert out.read_text() == before
+    assert cli.main([*common, "--limit", "4", "--resume"]) == 2
+    assert "--resume needs the --out" in capsys.readouterr().err

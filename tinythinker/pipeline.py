@@ -207,7 +207,7 @@ def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, r
 
 
 def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, batch_size: int,
-                 restrict_answer: bool | str, from_stage: str | None, on_progress) -> None:
+                 restrict_answer: bool | str, from_stage: str | None, on_progress, on_batch=None) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     answer_mode(restrict_answer)  # an unknown mode fails before any generation
@@ -216,6 +216,8 @@ def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling
     for b, start in enumerate(range(0, len(order), batch_size)):
         batch = [items[i] for i in order[start:start + batch_size]]
         _run_stages(student, batch, stage_type, sampling, restrict_answer, batch_index=b, from_stage=from_stage)
+        if on_batch is not None:
+            on_batch(batch)
         if on_progress is not None:
             on_progress(min(start + batch_size, len(items)), len(items))
 
@@ -223,16 +225,23 @@ def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling
 def run_pipeline(student: Student, questions: list[Question], stage_type: str = stages.DEFAULT_STAGE_TYPE,
                  sampling: Sampling = GREEDY, batch_size: int = 16, num_samples: int = 1,
                  restrict_answer: bool | str = False,
-                 on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 on_traces: Callable[[list[Trace]], None] | None = None) -> list[Trace]:
     """Traces for every question (x num_samples, in question order then sample order).
 
-    `on_progress(done, total)` is called after each batch with counts of (question, sample) items.
+    `on_progress(done, total)` is called after each batch with counts of (question, sample) items;
+    `on_traces(traces)` with the batch's finished traces (batch order), so a long run can save as it goes.
     """
     stages_of(stage_type)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     items = [_Item(q, s) for q in questions for s in range(num_samples)]
-    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, None, on_progress)
+
+    def finished(batch: list[_Item]) -> None:
+        on_traces([_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in batch])
+
+    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, None, on_progress,
+                 finished if on_traces is not None else None)
     return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
 
 

@@ -31,9 +31,9 @@ def write_traces(path: str | Path, traces: list[Trace]) -> Path:
     return path
 
 
-def parse_lines(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
-    """`parse` applied to each non-blank JSON line; a ValueError names the file and line of one that is not
-    valid JSON or not what `parse` expects."""
+def parse_lines(path: str | Path, parse: Callable[[dict], T], with_line: bool = False) -> list[T]:
+    """`parse` applied to each non-blank JSON line (as `(line number, parsed)` with `with_line`); a ValueError
+    names the file and line of one that is not valid JSON or not what `parse` expects."""
     path = Path(path)
     out = []
     with path.open(encoding="utf-8") as f:
@@ -41,7 +41,8 @@ def parse_lines(path: str | Path, parse: Callable[[dict], T]) -> list[T]:
             if not line.strip():
                 continue
             try:
-                out.append(parse(json.loads(line)))
+                parsed = parse(json.loads(line))
+                out.append((n, parsed) if with_line else parsed)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
             except (KeyError, TypeError, AttributeError) as e:
@@ -59,3 +60,27 @@ def trace_questions(path: str | Path) -> list[Question]:
     for q in parse_lines(path, lambda d: Question.from_dict(d["question"])):
         seen.setdefault(q.id, q)
     return list(seen.values())
+
+
+def traces_to_resume(path: str | Path, questions: list[Question], model: str, stage_type: str,
+                     sampling: dict, num_samples: int) -> list[Trace]:
+    """The traces of `path` an interrupted evaluation can keep: every question of `questions` that has all its
+    `num_samples` traces there (a question with fewer is run again). A line written by another model, stage type
+    or sampling (`Trace.sampling` without its `sample_index`), or about a question outside `questions`, is a
+    ValueError naming the file and line: resuming would mix two runs, or rewrite the file without that line."""
+    path = Path(path)
+    wanted = {q.id for q in questions}
+    by_question: dict[str, list[Trace]] = {}
+    for line, t in parse_lines(path, Trace.from_dict, with_line=True):
+        settings = {k: v for k, v in t.sampling.items() if k != "sample_index"}
+        for name, have, want in (("model", t.model, model), ("stage type", t.stage_type, stage_type),
+                                 ("sampling", settings, sampling)):
+            if have != want:
+                raise ValueError(f"{path}, line {line}: its {name} is {have!r}, this run's is {want!r}; resume "
+                                 "with the flags that wrote it, or give another --out")
+        if t.question.id not in wanted:
+            raise ValueError(f"{path}, line {line}: question {t.question.id} is not among this run's "
+                             f"{len(questions)} questions (another --limit, --split-seed or --unseen-by?); "
+                             "resuming would drop it, so give another --out")
+        by_question.setdefault(t.question.id, []).append(t)
+    return [t for ts in by_question.values() if len(ts) == num_samples for t in ts]

@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     p.add_argument("--source", default=None, help="with --from-stage: rationale source (default: the data's own)")
     p.add_argument("--out", default=None,
                    help=f"traces JSONL (default: {DEFAULT_OUT_DIR}/<student>-<data>-<split>-<time>.jsonl)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the traces already in --out (written by the same student, stage type, sampling and "
+                        "answer mode, else an error naming the line) and run only the questions they lack. --out "
+                        "is rewritten after every batch, so an interrupted evaluation resumes where it stopped. "
+                        "Greedy traces do not depend on the batching; resumed sampled runs draw the rest with "
+                        "other batch seeds than an unbroken run would")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often faster on a busy shared machine)")
@@ -165,11 +171,25 @@ def run(args: argparse.Namespace) -> int:
     if not questions:
         raise ValueError(f"{args.data} {args.split} has no questions" + (" that --unseen-by leaves" if args.unseen_by
                                                                          else ""))
+    if args.resume and (args.out is None or args.from_stage):
+        raise ValueError("--resume needs the --out of the run to continue, and does not apply to --from-stage "
+                         "(whose traces do not say which teacher texts they were given)")
     out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
     # Evaluation only generates: a LoRA adapter is folded into its base (one matmul per layer, not three).
     student = load_student(args.student, device=args.device).merge_adapter()
     if args.int8:
         student.quantize_int8()
+    kept: list = []
+    if args.resume and out.exists():
+        from tinythinker.traces import traces_to_resume
+
+        settings = {**sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer}
+        kept = traces_to_resume(out, questions, student.name, args.stage_type, settings, args.num_samples)
+        print(f"--resume: {len(kept) // args.num_samples} of {len(questions)} questions already in {out}",
+              file=sys.stderr)
+    all_questions = questions
+    done = {t.question.id for t in kept}
+    questions = [q for q in questions if q.id not in done]
 
     bar = tqdm(total=len(questions) * args.num_samples, desc="evaluate", unit="trace", file=sys.stderr)
 
@@ -187,19 +207,31 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, num_samples=args.num_samples,
                                  restrict_answer=args.restrict_answer, on_progress=progress)
         questions = [t.question for t in given]
+        write_traces(out, traces)
     else:
         skipped = 0
-        traces = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
-                              batch_size=args.batch_size, num_samples=args.num_samples,
-                              restrict_answer=args.restrict_answer, on_progress=progress)
+        saved = list(kept)
+
+        def save(batch) -> None:  # after every batch: an interrupted run keeps what it did (see --resume)
+            saved.extend(batch)
+            write_traces(out, saved)
+
+        new = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
+                           batch_size=args.batch_size, num_samples=args.num_samples,
+                           restrict_answer=args.restrict_answer, on_progress=progress, on_traces=save)
+        position = {q.id: i for i, q in enumerate(all_questions)}
+        traces = sorted(kept + new, key=lambda t: (position[t.question.id], t.sampling.get("sample_index", 0)))
+        write_traces(out, traces)
+        questions = all_questions
     seconds = time.perf_counter() - start
     bar.close()
-    write_traces(out, traces)
+    ran = len(questions) - len(kept) // args.num_samples  # questions/second counts only what this call ran
 
     result = {
         "student": args.student, "data": args.data, "split": args.split, "stage_type": args.stage_type,
         "questions": len(questions), **accuracy(traces), "seconds": round(seconds, 2),
-        "questions_per_second": round(len(questions) / seconds, 3), "traces": str(out),
+        "questions_per_second": round(ran / seconds, 3) if ran else None, "traces": str(out),
+        "resumed_questions": len(kept) // args.num_samples,
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
         "from_stage": args.from_stage, "skipped_uncovered": skipped, "weights": student.quantized or "fp32",
         "unseen_by": args.unseen_by, "split_seed": split_seed,
@@ -218,6 +250,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"top-answer share:   {result['top_answer_share']:.1%} (the most common letter's share)")
     if args.from_stage:
         print(f"teacher's texts before {args.from_stage}; {skipped} questions without them skipped")
-    print(f"questions/second:   {result['questions_per_second']:.3f} ({seconds:.1f} s)")
+    if ran:
+        print(f"questions/second:   {result['questions_per_second']:.3f} ({ran} questions in {seconds:.1f} s)")
+    if kept:
+        print(f"resumed:            {len(kept) // args.num_samples} questions kept from {out}")
     print(f"traces:             {out}")
     return 0
