@@ -4,6 +4,13 @@
     .venv/bin/python bench/ship.py --best runs/p1-ras-lora/best --name tinythinker-smollm2-p1 --role phase1 \\
         --traces bench/out/p1-ras-lora.val.jsonl --command "python -m tinythinker train ..." --recipe "..."
 
+A shipped model's cached traces can be extended later (e.g. the same greedy evaluation resumed on more
+questions with `evaluate --resume`) without its run folder; its shipped.json and model card take the new numbers:
+
+    .venv/bin/python bench/ship.py --retrace tinythinker-smollm2-p1-equal --traces bench/traces/p1-equal.val600.jsonl
+
+The new traces must begin with the cached ones, unchanged (nothing cached is lost or silently replaced).
+
 The adapter is stored in float16 (half the bytes; peft copies it into the float32 base on load): the traces that
 ship are regenerated from the float16 adapter by the caller and checked by tests/test_shipped_models.py.
 """
@@ -34,20 +41,60 @@ def half_adapter(src: Path, dst: Path) -> None:
     save_file({k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}, str(dst))
 
 
+def _accuracy_line(stats: dict) -> str:
+    acc = f"{stats['accuracy']:.1%} on the first {stats['n']} CSQA validation questions" if stats else "not measured"
+    return f"- **Validation accuracy**: {acc} (invalid answers {stats.get('invalid_rate', 0):.1%})."
+
+
+def retrace(folder: Path, traces_file: Path) -> dict:
+    """Replace a shipped model's cached traces by `traces_file`, which must start with them unchanged, and
+    update its shipped.json and model card to the new accuracy."""
+    old_file = folder / "traces" / "validation.jsonl"
+    old, new = read_traces(old_file), read_traces(traces_file)
+    if len(new) < len(old):
+        raise SystemExit(f"{traces_file} has {len(new)} traces, fewer than the {len(old)} cached in {old_file}")
+    for i, (a, b) in enumerate(zip(old, new, strict=False), 1):  # new is the longer: its first len(old) lines
+        if a.to_dict() != b.to_dict():
+            raise SystemExit(f"{traces_file}, line {i}: differs from {old_file} line {i}; --retrace only extends "
+                             "cached traces, it does not replace them")
+    stats = accuracy(new)
+    shipped_file = folder / "shipped.json"
+    shipped = json.loads(shipped_file.read_text())
+    shipped.update(val_acc=stats["accuracy"], val_questions=stats["n"], invalid_rate=stats["invalid_rate"],
+                   traces_date=time.strftime("%Y-%m-%d"))
+    card_file = folder / "model_card.md"
+    card = card_file.read_text()
+    lines = [_accuracy_line(stats) if line.startswith("- **Validation accuracy**") else line
+             for line in card.splitlines()]
+    shutil.copy(traces_file, old_file)
+    shipped_file.write_text(json.dumps(shipped, indent=2) + "\n")
+    card_file.write_text("\n".join(lines) + "\n")
+    return shipped
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--best", required=True, help="a run's best/ (a LoRA adapter folder)")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--role", choices=("phase1", "reflected"), required=True)
+    ap.add_argument("--best", help="a run's best/ (a LoRA adapter folder)")
+    ap.add_argument("--name")
+    ap.add_argument("--retrace", metavar="NAME", help="extend the cached traces of shipped model NAME with --traces")
+    ap.add_argument("--role", choices=("phase1", "reflected"))
     ap.add_argument("--parent", default=None)
     ap.add_argument("--traces", default=None, help="validation traces of this adapter (JSONL)")
-    ap.add_argument("--command", required=True, help="the exact command that trained it")
-    ap.add_argument("--recipe", required=True, help="one paragraph: data, schedule, LoRA, answer format")
+    ap.add_argument("--command", help="the exact command that trained it")
+    ap.add_argument("--recipe", help="one paragraph: data, schedule, LoRA, answer format")
     ap.add_argument("--iteration", type=int, default=0)
     ap.add_argument("--stage-type", default="recall_analyze_summarize")
     ap.add_argument("--restrict-answer", default="score")
     ap.add_argument("--root", default=str(DEFAULT_SHIPPED_DIR))
     args = ap.parse_args()
+    if args.retrace:
+        if not args.traces:
+            ap.error("--retrace needs --traces")
+        print(json.dumps(retrace(Path(args.root) / args.retrace, Path(args.traces)), indent=2))
+        return 0
+    missing = [f"--{k}" for k in ("best", "name", "role", "command", "recipe") if not getattr(args, k)]
+    if missing:
+        ap.error(f"shipping a model needs {', '.join(missing)}")
 
     best = Path(args.best)
     meta = json.loads((best / "tinythinker_student.json").read_text())
@@ -74,7 +121,6 @@ def main() -> int:
                "adapter_bytes": (out / "adapter_model.safetensors").stat().st_size,
                "date": time.strftime("%Y-%m-%d")}
     (out / "shipped.json").write_text(json.dumps(shipped, indent=2) + "\n")
-    acc = f"{stats['accuracy']:.1%} on the first {stats['n']} CSQA validation questions" if stats else "not measured"
     (out / "model_card.md").write_text(f"""# {args.name}
 
 A TinyThinker student: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, float16, \
@@ -87,7 +133,7 @@ A TinyThinker student: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, flo
 - **Recipe**: {args.recipe}
 - **Stages**: {args.stage_type}; Summarize answers in format `{shipped['answer_format']}`, read by
   `{args.restrict_answer}` mode.
-- **Validation accuracy**: {acc} (invalid answers {stats.get('invalid_rate', 0):.1%}).
+{_accuracy_line(stats)}
 - **Command**: `{args.command}`
 - **Date**: {shipped['date']}
 - **Load it**: `load_student("{args.name}")` or `--student {args.name}`; cached traces in `traces/validation.jsonl`.

@@ -70,3 +70,52 @@ def test_step_through_starts_on_the_best_shipped_phase1_student(tmp_path):
     ctx = AppContext(ws=make_workspace(tmp_path / "ws", None, traces=False, runs=False))
     best = max((m for m in SHIPPED if m.role == "phase1"), key=lambda m: m.val_acc)
     assert ctx.default_checkpoint() == best.name == "tinythinker-smollm2-p1-equal"
+
+
+def _ship_module():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parent.parent / "bench" / "ship.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrace_extends_cached_traces_and_updates_the_card(tmp_path):
+    import json
+
+    from tinythinker.pipeline import write_traces
+    from tinythinker.types import Option, Question, Trace
+
+    def trace(i: int, right: bool) -> Trace:
+        q = Question(id=f"q{i}", stem=f"stem {i}?", options=[Option("A", "a"), Option("B", "b")], answer="A")
+        return Trace(question=q, recall="r", analyses={"A": "x", "B": "y"}, summary="So the answer is option A.",
+                     predicted="A" if right else "B", correct=right, model="m")
+
+    folder = tmp_path / "m"
+    cached = [trace(0, True), trace(1, False)]
+    write_traces(folder / "traces" / "validation.jsonl", cached)
+    (folder / "shipped.json").write_text(json.dumps({"name": "m", "val_acc": 0.5, "val_questions": 2}))
+    (folder / "model_card.md").write_text("# m\n\n- **Validation accuracy**: 50.0% on the first 2 CSQA validation "
+                                          "questions (invalid answers 0.0%).\n- **Date**: 2026-12-02\n")
+    ship = _ship_module()
+
+    changed = tmp_path / "changed.jsonl"
+    write_traces(changed, [trace(0, False), trace(1, False), trace(2, True)])
+    with pytest.raises(SystemExit, match=r"changed.jsonl, line 1: differs"):
+        ship.retrace(folder, changed)
+    shorter = tmp_path / "short.jsonl"
+    write_traces(shorter, cached[:1])
+    with pytest.raises(SystemExit, match="fewer than the 2 cached"):
+        ship.retrace(folder, shorter)
+    assert len(read_traces(folder / "traces" / "validation.jsonl")) == 2  # refused: nothing changed
+
+    longer = tmp_path / "longer.jsonl"
+    write_traces(longer, [*cached, trace(2, True), trace(3, True)])
+    shipped = ship.retrace(folder, longer)
+    assert shipped["val_acc"] == 0.75 and shipped["val_questions"] == 4 and shipped["name"] == "m"
+    assert json.loads((folder / "shipped.json").read_text())["val_questions"] == 4
+    card = (folder / "model_card.md").read_text()
+    assert "75.0% on the first 4 CSQA validation questions" in card and "- **Date**: 2026-12-02" in card
+    assert len(read_traces(folder / "traces" / "validation.jsonl")) == 4
