@@ -252,6 +252,19 @@ def test_evaluate_from_stage_gives_the_student_the_teachers_texts(tmp_path, data
     assert cli.main([*argv[:-4], "--stage-type", "summarize", "--from-stage", "summarize"]) == 2
     assert "gives the student nothing from the teacher" in capsys.readouterr().err
 
+    # --resume keeps the traces that hold the teacher's texts it gives now, and refuses one that does not
+    first = traces[:2]
+    write_traces(out, first)
+    assert cli.main([*argv, "--resume"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed_questions"] == 2 and [t.to_dict() for t in read_traces(out)[:2]] == [
+        t.to_dict() for t in first]
+    assert [(t.question.id, t.summary) for t in read_traces(out)] == [(t.question.id, t.summary) for t in traces]
+    first[1].recall = "not the teacher's recall"
+    write_traces(out, first)
+    assert cli.main([*argv, "--resume"]) == 2
+    assert "oracle.jsonl, line 2: not the teacher's texts before summarize" in capsys.readouterr().err
+
 
 def test_greedy_is_the_default():
     assert GREEDY.is_greedy and not Sampling.sampled().is_greedy

@@ -222,6 +222,14 @@ def _run_batched(student: Student, items: list[_Item], stage_type: str, sampling
             on_progress(min(start + batch_size, len(items)), len(items))
 
 
+def _saver(student, stage_type, sampling, restrict_answer, num_samples, on_traces):
+    """`_run_batched`'s per-batch callback that hands `on_traces` the batch's finished traces."""
+    if on_traces is None:
+        return None
+    return lambda batch: on_traces([_trace(student, item, stage_type, sampling, restrict_answer, num_samples)
+                                    for item in batch])
+
+
 def run_pipeline(student: Student, questions: list[Question], stage_type: str = stages.DEFAULT_STAGE_TYPE,
                  sampling: Sampling = GREEDY, batch_size: int = 16, num_samples: int = 1,
                  restrict_answer: bool | str = False,
@@ -236,25 +244,23 @@ def run_pipeline(student: Student, questions: list[Question], stage_type: str = 
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     items = [_Item(q, s) for q in questions for s in range(num_samples)]
-
-    def finished(batch: list[_Item]) -> None:
-        on_traces([_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in batch])
-
     _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, None, on_progress,
-                 finished if on_traces is not None else None)
+                 _saver(student, stage_type, sampling, restrict_answer, num_samples, on_traces))
     return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
 
 
 def complete_traces(student: Student, traces: list[Trace], from_stage: str,
                     stage_type: str = stages.DEFAULT_STAGE_TYPE, sampling: Sampling = GREEDY, batch_size: int = 16,
                     num_samples: int = 1, restrict_answer: bool | str = False,
-                    on_progress: Callable[[int, int], None] | None = None) -> list[Trace]:
+                    on_progress: Callable[[int, int], None] | None = None,
+                    on_traces: Callable[[list[Trace]], None] | None = None) -> list[Trace]:
     """`complete_trace` for many traces, batched like `run_pipeline`: each trace keeps its stages before
     `from_stage` (its `recall` / `analyses`) and gets `from_stage` and what follows generated, `num_samples`
-    times (e.g. phase 2 sampling analyses for a chosen recall)."""
+    times (e.g. phase 2 sampling analyses for a chosen recall). `on_progress` / `on_traces` as in `run_pipeline`."""
     items = [_kept_item(t.question, t.recall, t.analyses, stage_type, from_stage, s)
              for t in traces for s in range(num_samples)]
-    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, from_stage, on_progress)
+    _run_batched(student, items, stage_type, sampling, batch_size, restrict_answer, from_stage, on_progress,
+                 _saver(student, stage_type, sampling, restrict_answer, num_samples, on_traces))
     return [_trace(student, item, stage_type, sampling, restrict_answer, num_samples) for item in items]
 
 

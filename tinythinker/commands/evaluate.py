@@ -49,7 +49,8 @@ def register(subparsers) -> None:
                    help=f"traces JSONL (default: {DEFAULT_OUT_DIR}/<student>-<data>-<split>-<time>.jsonl)")
     p.add_argument("--resume", action="store_true",
                    help="keep the traces already in --out (written by the same student, stage type, sampling and "
-                        "answer mode, else an error naming the line) and run only the questions they lack. --out "
+                        "answer mode, and with --from-stage given the same teacher texts, else an error naming the "
+                        "line) and run only the questions they lack. --out "
                         "is rewritten after every batch, so an interrupted evaluation resumes where it stopped. "
                         "Greedy traces do not depend on the batching; resumed sampled runs draw the rest with "
                         "other batch seeds than an unbroken run would")
@@ -131,6 +132,26 @@ def teacher_context(questions, args: argparse.Namespace):
     return given
 
 
+def resumable(out: Path, questions, given, model: str, sampling, args: argparse.Namespace) -> list:
+    """The traces of `out` this run keeps (`traces_to_resume`); with --from-stage each must also hold the
+    teacher's texts it is given now, or it came from another source or stage."""
+    from tinythinker.traces import parse_lines, traces_to_resume
+    from tinythinker.types import Trace
+
+    settings = {**sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer}
+    kept = traces_to_resume(out, questions, model, args.stage_type, settings, args.num_samples)
+    if given is not None:
+        teacher = {t.question.id: t for t in given}
+        kept_ids = {t.question.id for t in kept}
+        for line, t in parse_lines(out, Trace.from_dict, with_line=True):
+            g = teacher[t.question.id]  # traces_to_resume has checked that every line's question is here
+            if t.question.id in kept_ids and (
+                    t.recall != g.recall or (args.from_stage == stages.SUMMARIZE and t.analyses != g.analyses)):
+                raise ValueError(f"{out}, line {line}: not the teacher's texts before {args.from_stage} that "
+                                 "this run gives (another --source or --from-stage?); give another --out")
+    return kept
+
+
 def default_out(student: str, data: str, split: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(student.rstrip("/")).name or student).strip("_") or "student"
     return DEFAULT_OUT_DIR / f"{name}-{data}-{split}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
@@ -164,68 +185,58 @@ def run(args: argparse.Namespace) -> int:
             if run_of(run) is None:
                 raise ValueError(f"--unseen-by {run}: not a run folder or a checkpoint of one")
             seen |= trained_questions(run)
-        kept = [q for q in questions if q.id not in seen]
-        print(f"--unseen-by: {len(kept)} of {len(questions)} questions were trained on by none of "
+        unseen = [q for q in questions if q.id not in seen]
+        print(f"--unseen-by: {len(unseen)} of {len(questions)} questions were trained on by none of "
               f"{', '.join(args.unseen_by)}", file=sys.stderr)
-        questions = kept
+        questions = unseen
     if not questions:
         raise ValueError(f"{args.data} {args.split} has no questions" + (" that --unseen-by leaves" if args.unseen_by
                                                                          else ""))
-    if args.resume and (args.out is None or args.from_stage):
-        raise ValueError("--resume needs the --out of the run to continue, and does not apply to --from-stage "
-                         "(whose traces do not say which teacher texts they were given)")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs the --out of the run to continue")
     out = Path(args.out) if args.out else default_out(args.student, args.data, args.split)
+    given = teacher_context(questions, args) if args.from_stage else None
+    skipped = len(questions) - len(given) if given is not None else 0
+    if given is not None:
+        questions = [t.question for t in given]
     # Evaluation only generates: a LoRA adapter is folded into its base (one matmul per layer, not three).
     student = load_student(args.student, device=args.device).merge_adapter()
     if args.int8:
         student.quantize_int8()
     kept: list = []
     if args.resume and out.exists():
-        from tinythinker.traces import traces_to_resume
-
-        settings = {**sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer}
-        kept = traces_to_resume(out, questions, student.name, args.stage_type, settings, args.num_samples)
+        kept = resumable(out, questions, given, student.name, sampling, args)
         print(f"--resume: {len(kept) // args.num_samples} of {len(questions)} questions already in {out}",
               file=sys.stderr)
-    all_questions = questions
     done = {t.question.id for t in kept}
-    questions = [q for q in questions if q.id not in done]
+    saved = list(kept)
 
-    bar = tqdm(total=len(questions) * args.num_samples, desc="evaluate", unit="trace", file=sys.stderr)
+    def save(batch) -> None:  # after every batch: an interrupted run keeps what it did (see --resume)
+        saved.extend(batch)
+        write_traces(out, saved)
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
+    bar = tqdm(total=(len(questions) - len(done)) * args.num_samples, desc="evaluate", unit="trace",
+               file=sys.stderr)
 
+    def progress(n: int, total: int) -> None:
+        bar.update(n - bar.n)
+
+    common = dict(stage_type=args.stage_type, sampling=sampling, batch_size=args.batch_size,
+                  num_samples=args.num_samples, restrict_answer=args.restrict_answer, on_progress=progress,
+                  on_traces=save)
     start = time.perf_counter()
-    if args.from_stage:
+    if given is not None:
         from tinythinker.pipeline import complete_traces
 
-        given = teacher_context(questions, args)
-        skipped = len(questions) - len(given)
-        bar.total = len(given) * args.num_samples
-        traces = complete_traces(student, given, args.from_stage, stage_type=args.stage_type, sampling=sampling,
-                                 batch_size=args.batch_size, num_samples=args.num_samples,
-                                 restrict_answer=args.restrict_answer, on_progress=progress)
-        questions = [t.question for t in given]
-        write_traces(out, traces)
+        new = complete_traces(student, [t for t in given if t.question.id not in done], args.from_stage, **common)
     else:
-        skipped = 0
-        saved = list(kept)
-
-        def save(batch) -> None:  # after every batch: an interrupted run keeps what it did (see --resume)
-            saved.extend(batch)
-            write_traces(out, saved)
-
-        new = run_pipeline(student, questions, stage_type=args.stage_type, sampling=sampling,
-                           batch_size=args.batch_size, num_samples=args.num_samples,
-                           restrict_answer=args.restrict_answer, on_progress=progress, on_traces=save)
-        position = {q.id: i for i, q in enumerate(all_questions)}
-        traces = sorted(kept + new, key=lambda t: (position[t.question.id], t.sampling.get("sample_index", 0)))
-        write_traces(out, traces)
-        questions = all_questions
+        new = run_pipeline(student, [q for q in questions if q.id not in done], **common)
     seconds = time.perf_counter() - start
     bar.close()
-    ran = len(questions) - len(kept) // args.num_samples  # questions/second counts only what this call ran
+    position = {q.id: i for i, q in enumerate(questions)}
+    traces = sorted(kept + new, key=lambda t: (position[t.question.id], t.sampling.get("sample_index", 0)))
+    write_traces(out, traces)
+    ran = len(questions) - len(done)  # questions/second counts only what this call ran
 
     result = {
         "student": args.student, "data": args.data, "split": args.split, "stage_type": args.stage_type,
