@@ -23,7 +23,9 @@ from tinythinker.pipeline import read_traces  # noqa: E402
 OUT = ROOT / "bench" / "out"
 TRACES = ROOT / "bench" / "traces"  # committed: evaluation traces of the runs whose checkpoints are not kept
 SHIPPED = ROOT / "demo" / "models"
-# name -> (traces file, what it is); a file that is not there (bench/out is not committed) is left out.
+# name -> (traces file, what it is); a file that is not there (bench/out is not committed) is left out. The
+# val600 files (tenth session) are the val200 / val100 ones extended by `evaluate --resume`: their first lines are
+# those files, so `--questions 200` gives the earlier numbers and `--questions 600` the first 600 questions.
 MODELS = {
     "answer-only LoRA": (OUT / "p1-sum-lora.val600.jsonl", "summarize, LoRA r=16, 140 steps"),
     "answer-only full FT": (OUT / "p1-sum-full.val600.jsonl", "summarize, full fine-tuning, 140 steps"),
@@ -32,7 +34,7 @@ MODELS = {
     "full method, equal rhythm (shipped p1-equal)": (
         SHIPPED / "tinythinker-smollm2-p1-equal" / "traces" / "validation.jsonl",
         "recall_analyze_summarize --order equal, LoRA r=16, 210 steps, 70 on Summarize"),
-    "answer-only LoRA, 210 steps": (TRACES / "p1-sum-lora210.val200.jsonl",
+    "answer-only LoRA, 210 steps": (TRACES / "p1-sum-lora210.val600.jsonl",
                                     "summarize, LoRA r=16, 210 steps (the equal-rhythm run's step count)"),
     "equal rhythm + own-context Summarize": (TRACES / "p1-ctx-own.val200.jsonl",
                                              "p1-equal + 25 Summarize-only steps, half its own context"),
@@ -40,11 +42,11 @@ MODELS = {
                                                           "p1-equal + 25 Summarize-only steps, teacher context"),
     "reflected from equal rhythm": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
                                     "shipped reflected: phase 2 iteration 1 from p1-equal, 263 pairs from 32 questions"),
-    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val200.jsonl",
+    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val600.jsonl",
                                                  "phase 2 iteration 2 (332 pairs from 32 new questions x 4 samples)"),
     "reflected, own recalls only": (TRACES / "p2-own.val100.jsonl",
                                     "phase 2 iteration 1 from p1-equal, --no-teacher-fill (first 100 questions)"),
-    "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-ras-equal.from-summarize.val100.jsonl",
+    "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-equal.from-summarize.val600.jsonl",
                                                "evaluate --from-stage summarize"),
     "reflected from paper rhythm (fourth session)": (TRACES / "p2-paper-rhythm.val60.jsonl",
                                                      "phase 2 iteration 1 from the paper-rhythm p1 (first 60 questions)"),
@@ -69,7 +71,7 @@ MODELS = {
     "answer-only LoRA, 420 steps [unseen 168]": (TRACES / "p1-sum-lora420.unseen168.jsonl", "answer-only, 420 steps"),
     "option-free Recall, 210 steps [unseen 168]": (TRACES / "p1-optfree.unseen168.jsonl", "full method, 210 steps"),
     "option-free Recall, 420 steps [unseen 168]": (TRACES / "p1-optfree420.unseen168.jsonl", "full method, 420 steps"),
-    "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val100.jsonl",
+    "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val600.jsonl",
                                        "evaluate --from-stage analyze: its own Analyze and Summarize"),
     "option-free Recall, teacher's option-free Recall": (
         TRACES / "p1-optfree.from-analyze.val100.jsonl",

@@ -268,8 +268,9 @@ def test_app_py_binds_loopback_and_auth_works(tmp_path, data_dir):
             time.sleep(0.2)
         assert _listening(port) == ["0100007F"]  # 127.0.0.1 only
         url = f"http://127.0.0.1:{port}/"
-        assert httpx.get(url + "config").status_code == 401
-        assert httpx.post(url + "login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        # A generous timeout: the answers are what is tested, and a loaded machine can take over httpx's 5 s
+        assert httpx.get(url + "config", timeout=60).status_code == 401
+        assert httpx.post(url + "login", data={"username": "ann", "password": "wrong"}, timeout=60).status_code == 400
         with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "pw"), verbose=False)
