@@ -42,7 +42,7 @@ MODELS = {
                                                           "p1-equal + 25 Summarize-only steps, teacher context"),
     "reflected from equal rhythm": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
                                     "shipped reflected: phase 2 iteration 1 from p1-equal, 263 pairs from 32 questions"),
-    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val600.jsonl",
+    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val200.jsonl",
                                                  "phase 2 iteration 2 (332 pairs from 32 new questions x 4 samples)"),
     "reflected, own recalls only": (TRACES / "p2-own.val100.jsonl",
                                     "phase 2 iteration 1 from p1-equal, --no-teacher-fill (first 100 questions)"),
