@@ -63,14 +63,16 @@ def trace_questions(path: str | Path) -> list[Question]:
 
 
 def traces_to_resume(path: str | Path, questions: list[Question], model: str, stage_type: str,
-                     sampling: dict, num_samples: int) -> list[Trace]:
+                     sampling: dict, num_samples: int,
+                     check: Callable[[Trace], str | None] | None = None) -> list[Trace]:
     """The traces of `path` an interrupted evaluation can keep: every question of `questions` that has all its
     `num_samples` traces there (a question with fewer is run again). A line written by another model, stage type
     or sampling (`Trace.sampling` without its `sample_index`), or about a question outside `questions`, is a
-    ValueError naming the file and line: resuming would mix two runs, or rewrite the file without that line."""
+    ValueError naming the file and line: resuming would mix two runs, or rewrite the file without that line.
+    `check(trace)`, if given, returns why a kept trace does not belong to this run (also a ValueError), or None."""
     path = Path(path)
     wanted = {q.id for q in questions}
-    by_question: dict[str, list[Trace]] = {}
+    by_question: dict[str, list[tuple[int, Trace]]] = {}
     for line, t in parse_lines(path, Trace.from_dict, with_line=True):
         settings = {k: v for k, v in t.sampling.items() if k != "sample_index"}
         for name, have, want in (("model", t.model, model), ("stage type", t.stage_type, stage_type),
@@ -82,5 +84,10 @@ def traces_to_resume(path: str | Path, questions: list[Question], model: str, st
             raise ValueError(f"{path}, line {line}: question {t.question.id} is not among this run's "
                              f"{len(questions)} questions (another --limit, --split-seed or --unseen-by?); "
                              "resuming would drop it, so give another --out")
-        by_question.setdefault(t.question.id, []).append(t)
-    return [t for ts in by_question.values() if len(ts) == num_samples for t in ts]
+        by_question.setdefault(t.question.id, []).append((line, t))
+    kept = [lt for lts in by_question.values() if len(lts) == num_samples for lt in lts]
+    for line, t in kept if check is not None else []:
+        reason = check(t)
+        if reason:
+            raise ValueError(f"{path}, line {line}: {reason}; give another --out")
+    return [t for _, t in kept]

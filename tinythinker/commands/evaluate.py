@@ -135,21 +135,20 @@ def teacher_context(questions, args: argparse.Namespace):
 def resumable(out: Path, questions, given, model: str, sampling, args: argparse.Namespace) -> list:
     """The traces of `out` this run keeps (`traces_to_resume`); with --from-stage each must also hold the
     teacher's texts it is given now, or it came from another source or stage."""
-    from tinythinker.traces import parse_lines, traces_to_resume
-    from tinythinker.types import Trace
+    from tinythinker.traces import traces_to_resume
 
     settings = {**sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer}
-    kept = traces_to_resume(out, questions, model, args.stage_type, settings, args.num_samples)
-    if given is not None:
-        teacher = {t.question.id: t for t in given}
-        kept_ids = {t.question.id for t in kept}
-        for line, t in parse_lines(out, Trace.from_dict, with_line=True):
-            g = teacher[t.question.id]  # traces_to_resume has checked that every line's question is here
-            if t.question.id in kept_ids and (
-                    t.recall != g.recall or (args.from_stage == stages.SUMMARIZE and t.analyses != g.analyses)):
-                raise ValueError(f"{out}, line {line}: not the teacher's texts before {args.from_stage} that "
-                                 "this run gives (another --source or --from-stage?); give another --out")
-    return kept
+    teacher = {t.question.id: t for t in given} if given is not None else {}
+
+    def same_teacher_texts(t) -> str | None:
+        g = teacher[t.question.id]  # traces_to_resume has checked that every line's question is here
+        if t.recall != g.recall or (args.from_stage == stages.SUMMARIZE and t.analyses != g.analyses):
+            return (f"not the teacher's texts before {args.from_stage} that this run gives (another --source or "
+                    "--from-stage?)")
+        return None
+
+    return traces_to_resume(out, questions, model, args.stage_type, settings, args.num_samples,
+                            check=same_teacher_texts if given is not None else None)
 
 
 def default_out(student: str, data: str, split: str) -> Path:
@@ -206,9 +205,9 @@ def run(args: argparse.Namespace) -> int:
     kept: list = []
     if args.resume and out.exists():
         kept = resumable(out, questions, given, student.name, sampling, args)
-        print(f"--resume: {len(kept) // args.num_samples} of {len(questions)} questions already in {out}",
-              file=sys.stderr)
     done = {t.question.id for t in kept}
+    if args.resume:
+        print(f"--resume: {len(done)} of {len(questions)} questions already in {out}", file=sys.stderr)
     saved = list(kept)
 
     def save(batch) -> None:  # after every batch: an interrupted run keeps what it did (see --resume)
@@ -242,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         "student": args.student, "data": args.data, "split": args.split, "stage_type": args.stage_type,
         "questions": len(questions), **accuracy(traces), "seconds": round(seconds, 2),
         "questions_per_second": round(ran / seconds, 3) if ran else None, "traces": str(out),
-        "resumed_questions": len(kept) // args.num_samples,
+        "resumed_questions": len(done),
         "sampling": sampling.to_dict(), "num_samples": args.num_samples, "restrict_answer": args.restrict_answer,
         "from_stage": args.from_stage, "skipped_uncovered": skipped, "weights": student.quantized or "fp32",
         "unseen_by": args.unseen_by, "split_seed": split_seed,
@@ -263,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"teacher's texts before {args.from_stage}; {skipped} questions without them skipped")
     if ran:
         print(f"questions/second:   {result['questions_per_second']:.3f} ({ran} questions in {seconds:.1f} s)")
-    if kept:
-        print(f"resumed:            {len(kept) // args.num_samples} questions kept from {out}")
+    if done:
+        print(f"resumed:            {len(done)} questions kept from {out}")
     print(f"traces:             {out}")
     return 0
