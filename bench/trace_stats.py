@@ -6,6 +6,12 @@ until the token limit, which the browser walk showed). Greedy traces of the same
 
     .venv/bin/python bench/trace_stats.py demo/models/tinythinker-smollm2-p1-equal/traces/validation.jsonl \
         demo/models/tinythinker-smollm2-reflected/traces/validation.jsonl --questions 200
+
+`--baseline FILE` (another model's traces, e.g. answer-only) splits each file's questions by whether its Recall
+names the gold answer and compares the two models on each part, question by question (exact McNemar):
+
+    .venv/bin/python bench/trace_stats.py bench/traces/p1-equal.from-analyze.val600.jsonl \
+        --baseline bench/traces/p1-sum-lora210.val600.jsonl --questions 600
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tinythinker.compare import mcnemar, paired  # noqa: E402
 from tinythinker.data.ecqa import options_named  # noqa: E402
 from tinythinker.traces import read_traces  # noqa: E402
 
@@ -60,14 +67,35 @@ def stats(path: Path, questions: int | None) -> dict:
     }
 
 
+def against_baseline(path: Path, baseline: Path, questions: int | None) -> list[dict]:
+    """Per part of `path`'s questions (its Recall names the gold answer, or not): both models' accuracy on that
+    part and the flips baseline -> `path`. A Recall that names no answer can still help the later stages; this
+    says whether it does, on the same questions, apart from the help of giving the answer away."""
+    pairs = paired(read_traces(path)[:questions], read_traces(baseline))
+    out = []
+    for part, gives in (("names the answer", True), ("names no answer", False)):
+        sub = [(t, b) for t, b in pairs if names(t, answer_only=True) == gives]
+        test = mcnemar(sum(b.correct and not t.correct for t, b in sub), sum(t.correct and not b.correct for t, b in sub))
+        out.append({"part": part, "questions": len(sub), "accuracy": _acc([t for t, _ in sub]),
+                    "baseline_accuracy": _acc([b for _, b in sub]), **test})
+    return out
+
+
 def _acc(traces) -> float | None:
     return sum(t.correct for t in traces) / len(traces) if traces else None
+
+
+def _label(path: Path) -> str:
+    """A shipped model's traces by the model's name, other files by theirs."""
+    return path.parent.parent.name if path.name == "validation.jsonl" else path.name
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", type=Path)
     p.add_argument("--questions", type=int, default=None, help="the first N traces of each file")
+    p.add_argument("--baseline", type=Path, help="another model's traces: compare on the questions each Recall "
+                   "does / does not give away")
     args = p.parse_args()
     print("| traces | n | acc | recall words | recall loops | analysis words | analysis loops | acc, recall loops "
           "| acc, no loop | recall names an option | names the answer | acc, names the answer | acc, otherwise |")
@@ -75,12 +103,20 @@ def main() -> None:
     for path in args.traces:
         s = stats(path, args.questions)
         fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
-        print(f"| {path.parent.parent.name if path.name == 'validation.jsonl' else path.name} | {s['questions']} | "
+        print(f"| {_label(path)} | {s['questions']} | "
               f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
               f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
               f"{fmt(s['accuracy_when_recall_does_not_loop'])} | {fmt(s['recall_names_an_option'])} | "
               f"{fmt(s['recall_names_the_answer'])} | {fmt(s['accuracy_when_recall_names_the_answer'])} | "
               f"{fmt(s['accuracy_otherwise'])} |")
+    if args.baseline:
+        print(f"\n| traces | Recall | n | acc | {_label(args.baseline)} | right->wrong | wrong->right | exact McNemar p |")
+        print("|---|---|---|---|---|---|---|---|")
+        for path in args.traces:
+            for r in against_baseline(path, args.baseline, args.questions):
+                print(f"| {_label(path)} | {r['part']} | {r['questions']} | {fmt(r['accuracy'])} | "
+                      f"{fmt(r['baseline_accuracy'])} | {r['right->wrong']} | {r['wrong->right']} | "
+                      f"{r['p_value']:.3g} |")
 
 
 if __name__ == "__main__":
