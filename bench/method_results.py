@@ -42,8 +42,9 @@ MODELS = {
                                                           "p1-equal + 25 Summarize-only steps, teacher context"),
     "reflected from equal rhythm": (SHIPPED / "tinythinker-smollm2-reflected" / "traces" / "validation.jsonl",
                                     "shipped reflected: phase 2 iteration 1 from p1-equal, 263 pairs from 32 questions"),
-    "reflected from equal rhythm, iteration 2": (TRACES / "p2-equal-iter2.val200.jsonl",
-                                                 "phase 2 iteration 2 (332 pairs from 32 new questions x 4 samples)"),
+    "reflected from equal rhythm, iteration 2": (
+        TRACES / "p2-equal-iter2b.val600.jsonl",
+        "phase 2 iteration 2 from the shipped iteration 1 (332 pairs from 32 questions x 4 new samples), float16 adapter"),
     "reflected, own recalls only": (TRACES / "p2-own.val100.jsonl",
                                     "phase 2 iteration 1 from p1-equal, --no-teacher-fill (first 100 questions)"),
     "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-equal.from-summarize.val600.jsonl",
