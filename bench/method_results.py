@@ -74,6 +74,9 @@ MODELS = {
     "option-free Recall, 420 steps [unseen 168]": (TRACES / "p1-optfree420.unseen168.jsonl", "full method, 420 steps"),
     "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val600.jsonl",
                                        "evaluate --from-stage analyze: its own Analyze and Summarize"),
+    "equal rhythm, teacher's option-free Recall": (
+        TRACES / "p1-equal.from-analyze-optfree.val600.jsonl",
+        "p1-equal, evaluate --from-stage analyze --source ecqa-option-free (the questions of 600 it covers)"),
     "option-free Recall, teacher's option-free Recall": (
         TRACES / "p1-optfree.from-analyze.val100.jsonl",
         "evaluate --from-stage analyze --source ecqa-option-free (the 45 of 100 it covers)"),
@@ -113,7 +116,10 @@ PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA, 210 steps [unseen 168]", "answer-only LoRA, 420 steps [unseen 168]"),
          ("option-free Recall, 210 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
          ("answer-only LoRA, 210 steps [unseen 168]", "option-free Recall, 210 steps [unseen 168]"),
-         ("answer-only LoRA, 420 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]")]
+         ("answer-only LoRA, 420 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
+         ("answer-only LoRA, 210 steps", "equal rhythm, teacher's Recall"),
+         ("answer-only LoRA, 210 steps", "equal rhythm, teacher's option-free Recall"),
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, teacher's option-free Recall")]
 
 
 def main() -> int:

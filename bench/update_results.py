@@ -49,6 +49,8 @@ def main() -> int:
                       ("recall_analyze_summarize_option_free_own_context", "option-free + own-context Summarize"),
                       ("recall_analyze_summarize_int8", "shipped p1-equal, int8 weights"),
                       ("recall_analyze_summarize_from_analyze", "equal rhythm, teacher's Recall"),
+                      ("recall_analyze_summarize_from_analyze_option_free_recall",
+                       "equal rhythm, teacher's option-free Recall"),
                       ("recall_analyze_summarize_option_free_from_analyze",
                        "option-free Recall, teacher's option-free Recall"),
                       ("recall_analyze_summarize_full_ft", "full method, equal rhythm, full fine-tuning"),
