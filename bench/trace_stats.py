@@ -100,9 +100,9 @@ def main() -> None:
     print("| traces | n | acc | recall words | recall loops | analysis words | analysis loops | acc, recall loops "
           "| acc, no loop | recall names an option | names the answer | acc, names the answer | acc, otherwise |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
     for path in args.traces:
         s = stats(path, args.questions)
-        fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         print(f"| {_label(path)} | {s['questions']} | "
               f"{fmt(s['accuracy'])} | {s['recall_words']:.1f} | {fmt(s['recall_loops'])} | "
               f"{s['analysis_words']:.1f} | {fmt(s['analysis_loops'])} | {fmt(s['accuracy_when_recall_loops'])} | "
