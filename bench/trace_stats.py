@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinythinker.compare import mcnemar, paired  # noqa: E402
+from tinythinker.compare import paired, slice_report  # noqa: E402
 from tinythinker.data.ecqa import options_named  # noqa: E402
 from tinythinker.traces import read_traces  # noqa: E402
 
@@ -69,16 +69,14 @@ def stats(path: Path, questions: int | None) -> dict:
 
 def against_baseline(path: Path, baseline: Path, questions: int | None) -> list[dict]:
     """Per part of `path`'s questions (its Recall names the gold answer, or not): both models' accuracy on that
-    part and the flips baseline -> `path`. A Recall that names no answer can still help the later stages; this
-    says whether it does, on the same questions, apart from the help of giving the answer away."""
-    pairs = paired(read_traces(path)[:questions], read_traces(baseline))
-    out = []
-    for part, gives in (("names the answer", True), ("names no answer", False)):
-        sub = [(t, b) for t, b in pairs if names(t, answer_only=True) == gives]
-        test = mcnemar(sum(b.correct and not t.correct for t, b in sub), sum(t.correct and not b.correct for t, b in sub))
-        out.append({"part": part, "questions": len(sub), "accuracy": _acc([t for t, _ in sub]),
-                    "baseline_accuracy": _acc([b for _, b in sub]), **test})
-    return out
+    part and the flips baseline -> `path` (compare.slice_report, with this script's ECQA matcher as the slice).
+    A Recall that names no answer can still help the later stages; this says whether it does, on the same
+    questions, apart from the help of giving the answer away."""
+    pairs = paired(read_traces(baseline), read_traces(path)[:questions])
+    part = {"recall names the answer": lambda _, t: "names the answer" if names(t, answer_only=True)
+            else "names no answer"}
+    rows = slice_report(pairs, part)
+    return sorted(rows, key=lambda r: r["value"] != "names the answer")
 
 
 def _acc(traces) -> float | None:
@@ -114,8 +112,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for path in args.traces:
             for r in against_baseline(path, args.baseline, args.questions):
-                print(f"| {_label(path)} | {r['part']} | {r['questions']} | {fmt(r['accuracy'])} | "
-                      f"{fmt(r['baseline_accuracy'])} | {r['right->wrong']} | {r['wrong->right']} | "
+                print(f"| {_label(path)} | {r['value']} | {r['n']} | {fmt(r['acc_b'])} | "
+                      f"{fmt(r['acc_a'])} | {r['right->wrong']} | {r['wrong->right']} | "
                       f"{r['p_value']:.3g} |")
 
 
