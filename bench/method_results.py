@@ -36,6 +36,13 @@ MODELS = {
         "recall_analyze_summarize --order equal, LoRA r=16, 210 steps, 70 on Summarize"),
     "answer-only LoRA, 210 steps": (TRACES / "p1-sum-lora210.val600.jsonl",
                                     "summarize, LoRA r=16, 210 steps (the equal-rhythm run's step count)"),
+    # Twelfth session: the fifth session's answer-only command run again (its run folder was gone), float32 on
+    # the first 600 (does it reproduce?), and shipped from its float16 adapter, traces on all 1,221.
+    "answer-only LoRA, 210 steps, retrained": (TRACES / "p1-sum-lora210b.val600.jsonl",
+                                               "the same command run again (twelfth session), float32 adapter"),
+    "answer-only LoRA, 210 steps (shipped answer-only)": (
+        SHIPPED / "tinythinker-smollm2-answer-only" / "traces" / "validation.jsonl",
+        "the retrained run, float16 adapter, shipped as the answer-only baseline"),
     "equal rhythm + own-context Summarize": (TRACES / "p1-ctx-own.val200.jsonl",
                                              "p1-equal + 25 Summarize-only steps, half its own context"),
     "equal rhythm + teacher-context Summarize (control)": (TRACES / "p1-ctx-teacher.val200.jsonl",
@@ -87,7 +94,12 @@ MODELS = {
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
 }
-PAIRS = [("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
+PAIRS = [("answer-only LoRA, 210 steps (shipped answer-only)", "full method, equal rhythm (shipped p1-equal)"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "reflected from equal rhythm"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "full method, paper rhythm (shipped p1)"),
+         ("answer-only LoRA, 210 steps", "answer-only LoRA, 210 steps, retrained"),
+         ("answer-only LoRA, 210 steps, retrained", "answer-only LoRA, 210 steps (shipped answer-only)"),
+         ("answer-only LoRA", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA", "full method, equal rhythm (shipped p1-equal)"),
          ("full method, paper rhythm (shipped p1)", "full method, equal rhythm (shipped p1-equal)"),
          ("full method, paper rhythm (shipped p1)", "reflected from paper rhythm (fourth session)"),

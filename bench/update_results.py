@@ -14,6 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tinythinker.pipeline import accuracy as pipeline_accuracy  # noqa: E402
+from tinythinker.pipeline import read_traces  # noqa: E402
 from tinythinker.shipped import list_shipped  # noqa: E402
 
 OUT, RESULTS = ROOT / "bench" / "out", ROOT / "bench" / "results.json"
@@ -36,8 +38,12 @@ def main() -> int:
     method = load("method.json").get("models", {})
     smol = results.setdefault("phase1", {}).setdefault("smollm2-135m", {})
     # The two numbers issue 11 compares: `summarize` (answer-only) and `recall_analyze_summarize` (the full
-    # method), both at the recipe of record, 210 optimizer steps, on the same first 200 validation questions.
-    for key, name in (("summarize", "answer-only LoRA, 210 steps"),
+    # method), both at the recipe of record, 210 optimizer steps, on the same validation questions (the shipped
+    # answer-only baseline and p1-equal: all 1,221 since the twelfth session). `summarize_first_run` is the fifth
+    # session's run of the same command (first 600), `summarize_retrained` its rerun in float32.
+    for key, name in (("summarize", "answer-only LoRA, 210 steps (shipped answer-only)"),
+                      ("summarize_first_run", "answer-only LoRA, 210 steps"),
+                      ("summarize_retrained", "answer-only LoRA, 210 steps, retrained"),
                       ("recall_analyze_summarize", "full method, equal rhythm (shipped p1-equal)"),
                       ("recall_analyze_summarize_paper_rhythm", "full method, paper rhythm (shipped p1)"),
                       ("recall_analyze_summarize_from_summarize", "equal rhythm, teacher's Recall+Analyze"),
@@ -91,19 +97,25 @@ def main() -> int:
     if metrics.is_file():
         rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
         p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
-        # Each iteration's accuracy on the phase-1 questions (the first 200 of validation), from its evaluation
-        # traces; `eval_val_acc` is what phase 2 itself chose the best cycle on (its first 16 questions).
+        # Each iteration's accuracy on the same validation questions: the first N that every iteration's traces
+        # cover (`val_acc`), and on all its own traces (`val_acc_all`, where an iteration has more);
+        # `eval_val_acc` is what phase 2 itself chose the best cycle on (its first 16 questions).
         on_phase1_questions = {0: "full method, equal rhythm (shipped p1-equal)", 1: "reflected from equal rhythm",
                                2: "reflected from equal rhythm, iteration 2"}
+        files = {i: ROOT / method[n]["file"] for i, n in on_phase1_questions.items() if n in method}
+        iteration_traces = {i: read_traces(f) for i, f in files.items()}
+        common = min((len(ts) for ts in iteration_traces.values()), default=0)
         p2["iterations"] = []
         for r in rows:
             if r.get("kind") not in ("baseline", "iteration"):
                 continue
             r = {k: v for k, v in r.items() if k not in ("evals", "trace_stats")} | {"eval_val_acc": r.get("val_acc",
                                                                                         r.get("accuracy"))}
-            name = on_phase1_questions.get(r["iteration"])
-            r["val_acc"] = method[name]["accuracy"] if name in method else None
-            r["val_questions"] = method[name]["questions"] if name in method else None
+            ts = iteration_traces.get(r["iteration"])
+            r["val_acc"] = pipeline_accuracy(ts[:common])["accuracy"] if ts else None
+            r["val_questions"] = common if ts else None
+            if ts and len(ts) > common:
+                r["val_acc_all"], r["val_questions_all"] = pipeline_accuracy(ts)["accuracy"], len(ts)
             p2["iterations"].append(r)
         p2["from"] = "tinythinker-smollm2-p1-equal"
         if "reflected from equal rhythm" in method:

@@ -56,14 +56,16 @@ def test_shipped_models_are_listed_with_their_roles_and_settings(shipped_app):
     ctx, client, root = shipped_app
     models = list_shipped(root)
     assert [(m.name, m.role, m.parent) for m in models] == [("tt-phase1", "phase1", None),
-                                                            ("tt-reflected", "reflected", "tt-phase1")]
+                                                            ("tt-reflected", "reflected", "tt-phase1"),
+                                                            ("tt-answer-only", "baseline", None)]
     assert all(m.has_traces and m.restrict_answer == "constrain" for m in models)
     panel = client.predict(api_name="/start_panel")
     panel = panel[0] if isinstance(panel, tuple | list) else panel
     assert "Ready to explore" in panel and "tt-phase1" in panel and "tt-reflected" in panel
     assert "quick run" in panel.lower()  # still offered, as an option
+    assert "`tt-answer-only` is the answer-only twin" in panel
     values = [v for _, v in ctx.checkpoint_choices()]
-    assert {"tt-phase1", "tt-reflected"} <= set(values)
+    assert {"tt-phase1", "tt-reflected", "tt-answer-only"} <= set(values)
     # Compare preselects phase 1 against its reflected successor.
     assert ctx.default_pair() == ("tt-phase1", "tt-reflected")
     # Step through follows the shipped model's answer mode (item 6).
@@ -94,13 +96,20 @@ def test_compare_uses_the_shipped_cached_traces(shipped_app):
     acc = {n: sum(bool(t.correct) for t in ts) / len(ts) for n, ts in cached.items()}
     assert f"{N_TRACES} questions" in summary
     assert f"{acc['tt-phase1']:.1%}" in summary and f"{acc['tt-reflected']:.1%}" in summary
+    # The answer-only baseline against the staged student: its cached traces have no Recall or Analyze.
+    assert compare.covered_questions(ctx, "tt-answer-only", "tt-phase1") == N_TRACES
+    summary, table, _ = client.predict("tt-answer-only", "tt-phase1", "csqa", "validation", N_TRACES,
+                                       "all disagreements", "each model's own", api_name="/compare_split")
+    assert ctx.students.loads == loads
+    assert f"{acc['tt-answer-only']:.1%}" in summary and f"{acc['tt-phase1']:.1%}" in summary
 
 
 def test_results_show_the_shipped_models(shipped_app):
     ctx, client, root = shipped_app
     rows, chart, cards, _ = client.predict(api_name="/results_shipped")
     by_name = {r[0]: r for r in rows["data"]}
-    assert set(by_name) == {"tt-phase1", "tt-reflected"}
+    assert set(by_name) == {"tt-phase1", "tt-reflected", "tt-answer-only"}
+    assert by_name["tt-answer-only"][1] == "answer-only baseline" and by_name["tt-answer-only"][4] == "summarize"
     assert by_name["tt-reflected"][2] == "tt-phase1" and by_name["tt-phase1"][7] == N_TRACES
     traces = read_traces(root / "tt-phase1" / "traces" / "validation.jsonl")
     assert by_name["tt-phase1"][8] == round(sum(bool(t.correct) for t in traces) / len(traces), 4)
@@ -114,7 +123,8 @@ def test_shipped_traces_are_in_the_annotate_queue_once(shipped_app):
     with Store(ctx.ws.db) as store:
         counts = {r["model"]: r["traces"] for r in store.stats()["by_model_iteration"]}
     assert counts["tt-phase1"] == N_TRACES and counts["tt-reflected"] == N_TRACES
-    assert import_shipped_traces(ctx.ws.db, list_shipped(root)) == {"tt-phase1": 0, "tt-reflected": 0}
+    assert import_shipped_traces(ctx.ws.db, list_shipped(root)) == {"tt-phase1": 0, "tt-reflected": 0,
+                                                                    "tt-answer-only": 0}
     with Store(ctx.ws.db) as store:  # a second start adds nothing
         assert {r["model"]: r["traces"] for r in store.stats()["by_model_iteration"]} == counts
     out = client.predict("ann", "tt-reflected", "", "any", "", "", api_name="/annotate_next")

@@ -62,6 +62,33 @@ def test_best_phase1_is_the_phase1_student_with_the_highest_validation_accuracy(
     assert best_phase1_name("fallback", tmp_path / "none") == "fallback"
 
 
+def test_an_answer_only_baseline_ships_beside_but_never_stands_in_for_the_tinythinker_students(tmp_path,
+                                                                                                  monkeypatch):
+    """The answer-only twin scores higher than the staged student at this budget; it must still not be what Step
+    through opens on, what Compare preselects, or what phase 2 starts from."""
+    import json
+
+    from tinythinker.phase2 import ReflectError, _shipped_phase1
+    from tinythinker.shipped import ROLE_WORDS, best_phase1, read_shipped, shipped_pair
+
+    for name, role, parent, acc in [("p1", "phase1", None, 0.31), ("refl", "reflected", "p1", 0.30),
+                                    ("answer-only", "baseline", None, 0.35)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shipped.json").write_text(json.dumps(
+            {"name": name, "role": role, "parent": parent, "val_acc": acc, "stage_type":
+             "summarize" if role == "baseline" else "recall_analyze_summarize"}))
+    models = list_shipped(tmp_path)
+    assert [(m.name, m.role) for m in models] == [("p1", "phase1"), ("refl", "reflected"), ("answer-only", "baseline")]
+    assert read_shipped(tmp_path / "answer-only").label == "answer-only (shipped: answer-only baseline, val 35.0%)"
+    assert ROLE_WORDS["baseline"] == "answer-only baseline"
+    assert best_phase1(models).name == "p1"
+    assert [m.name for m in shipped_pair(models)] == ["p1", "refl"]
+    monkeypatch.setenv("TINYTHINKER_SHIPPED_DIR", str(tmp_path))
+    with pytest.raises(ReflectError, match="answer-only: the shipped answer-only baseline .stage type summarize"):
+        _shipped_phase1("answer-only")
+    assert _shipped_phase1("p1").config["stage_type"] == "recall_analyze_summarize"
+
+
 def test_step_through_starts_on_the_best_shipped_phase1_student(tmp_path):
     from test_app import make_workspace
 

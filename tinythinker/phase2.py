@@ -175,12 +175,15 @@ def read_phase1(from_run: str | Path, dpo_stage_type: str) -> Phase1Source:
 def _shipped_phase1(name: str) -> Phase1Source | None:
     """A phase-1 student that ships with the app (`demo/models/<name>`), as a phase-1 source: its folder is the
     checkpoint, its shipped.json says the data and answer settings phase 1 used. None: no shipped model of that
-    name. A shipped reflected model is refused: phase 2 starts from phase 1."""
-    from tinythinker.shipped import PHASE1, get_shipped
+    name. A shipped reflected model or baseline is refused: phase 2 starts from phase 1."""
+    from tinythinker.shipped import BASELINE, PHASE1, get_shipped
 
     model = get_shipped(name)
     if model is None:
         return None
+    if model.role == BASELINE:
+        raise ReflectError(f"--from {name}: the shipped answer-only baseline (stage type {model.stage_type}, no "
+                           "Recall to sample); phase 2 starts from a three-stage phase-1 student")
     if model.role != PHASE1:
         raise ReflectError(f"--from {name}: a shipped {model.role} model; phase 2 starts from a phase-1 student "
                            f"(its parent is {model.parent!r})")

@@ -2,7 +2,7 @@
 
 A shipped student is a folder `demo/models/<name>/` (the root is overridable with env TINYTHINKER_SHIPPED_DIR):
 
-    shipped.json              {name, role: "phase1" | "reflected", parent, base, val_acc, stage_type,
+    shipped.json              {name, role: "phase1" | "reflected" | "baseline", parent, base, val_acc, stage_type,
                                answer_format, restrict_answer} (optional: iteration, data, split)
     model_card.md             data, recipe, exact command, validation accuracy, date
     adapter_config.json, adapter_model.safetensors, tinythinker_student.json ...   a peft LoRA adapter over `base`
@@ -37,8 +37,12 @@ ENV_SHIPPED_DIR = "TINYTHINKER_SHIPPED_DIR"
 DEFAULT_SHIPPED_DIR = Path(__file__).resolve().parent.parent / "demo" / "models"
 SHIPPED_FILE, CARD_FILE, TRACES_FILE = "shipped.json", "model_card.md", Path("traces") / "validation.jsonl"
 PHASE1, REFLECTED = "phase1", "reflected"
-ROLES = (PHASE1, REFLECTED)
-ROLE_WORDS = {PHASE1: "phase 1", REFLECTED: "self-reflected"}
+# The answer-only twin of the phase-1 student (stage type summarize, same data and steps): what the method is
+# measured against, shipped so that Compare can show where the stages win and lose. Never what Step through
+# starts on, nor a source for phase 2: it is not a TinyThinker student.
+BASELINE = "baseline"
+ROLES = (PHASE1, REFLECTED, BASELINE)
+ROLE_WORDS = {PHASE1: "phase 1", REFLECTED: "self-reflected", BASELINE: "answer-only baseline"}
 
 
 class ShippedError(ValueError):
