@@ -208,11 +208,13 @@ def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, Shipp
 def import_shipped_traces(db: str | os.PathLike, models: list[ShippedModel]) -> dict[str, int | str]:
     """File each shipped model's cached traces in the store under its name (and iteration), once: a file already
     imported for that model is left alone, so calling this at every start is safe. Returns {name: traces imported
-    now (0 when already there) or the error message}; one bad file never stops the others."""
+    now (0 when already there) or the error message}; one bad file never stops the others. A baseline's traces are
+    not filed: they hold an answer and no rationale, nothing to curate into reflection data (Compare and Results
+    read them from their file)."""
     from tinythinker.store import Store, StoreError
 
     out: dict[str, int | str] = {}
-    todo = [m for m in models if m.has_traces]
+    todo = [m for m in models if m.has_traces and m.role != BASELINE]
     if not todo:
         return out
     with Store(db) as store:
