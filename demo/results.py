@@ -1,5 +1,6 @@
 """Results: every run in runs/ with its config, status and charts, and the shipped students with their cached
-validation traces (accuracy and how answers flip from phase 1 to its self-reflected successor)."""
+validation traces (accuracy, how answers flip from phase 1 to its self-reflected successor, and from the
+answer-only baseline to phase 1 where one ships)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import gradio as gr
 from demo.widgets import friendly
 from tinythinker import jobs, plots
 from tinythinker.runs import list_runs, read_config, read_metrics
-from tinythinker.shipped import ROLE_WORDS, read_cached_traces, shipped_pair
+from tinythinker.shipped import BASELINE, ROLE_WORDS, best_phase1, read_cached_traces, shipped_pair
 from tinythinker.workspace import RUNS
 
 HEADERS = ["run", "command", "student", "data", "stage type", "step", "best acc", "last acc", "status"]
@@ -78,9 +79,17 @@ def shipped(ctx):
         chart = plots.flips(flip_counts(traces[p1.name], traces[p2.name]), p1.name, p2.name)
     else:
         chart = plots.flips({}, "phase 1", "reflected")
+    # The method's first claim: the answer-only twin against the phase-1 student, where one ships.
+    baseline = next((m for m in models if m.role == BASELINE), None)
+    staged = p1 or best_phase1(models)
+    if baseline is not None and staged is not None:
+        against = gr.update(value=plots.flips(flip_counts(traces[baseline.name], traces[staged.name]),
+                                              baseline.name, staged.name), visible=True)
+    else:
+        against = gr.update(visible=False)
     cards = "\n\n---\n\n".join(f"### {m.name}\n\n{m.card() or '(no model card)'}" for m in models)
     note = "No shipped students in this installation (demo/models/ is empty)."
-    return rows, chart, cards or note, gr.skip()
+    return rows, chart, against, cards or note, gr.skip()
 
 
 def build(ctx):
@@ -96,7 +105,9 @@ def build(ctx):
     config = gr.JSON(label="config.json")
     with gr.Accordion("Shipped students (from their cached validation traces)", open=True, elem_id="results-shipped"):
         shipped_table = gr.Dataframe(headers=SHIPPED_HEADERS, interactive=False, elem_id="results-shipped-table")
-        shipped_chart = gr.Plot()
+        with gr.Row():
+            shipped_chart = gr.Plot()
+            baseline_chart = gr.Plot(visible=False)
         with gr.Accordion("model cards", open=False):
             cards = gr.Markdown(elem_id="results-cards")
 
@@ -105,7 +116,7 @@ def build(ctx):
     refresh.click(list_fn, None, [runs, by_type, run, message], api_name="results")
     run.change(friendly(lambda n: one_run(ctx, n), 4, 3), run, [config, curves, iterations, message],
                api_name="run_detail")
-    shipped_fn = friendly(lambda: shipped(ctx), 4, 3)
-    shipped_outputs = [shipped_table, shipped_chart, cards, message]
+    shipped_fn = friendly(lambda: shipped(ctx), 5, 4)
+    shipped_outputs = [shipped_table, shipped_chart, baseline_chart, cards, message]
     refresh.click(shipped_fn, None, shipped_outputs, api_name="results_shipped")
     return [(list_fn, None, [runs, by_type, run, message]), (shipped_fn, None, shipped_outputs)]

@@ -106,7 +106,7 @@ def test_compare_uses_the_shipped_cached_traces(shipped_app):
 
 def test_results_show_the_shipped_models(shipped_app):
     ctx, client, root = shipped_app
-    rows, chart, cards, _ = client.predict(api_name="/results_shipped")
+    rows, chart, baseline_chart, cards, _ = client.predict(api_name="/results_shipped")
     by_name = {r[0]: r for r in rows["data"]}
     assert set(by_name) == {"tt-phase1", "tt-reflected", "tt-answer-only"}
     assert by_name["tt-answer-only"][1] == "answer-only baseline" and by_name["tt-answer-only"][4] == "summarize"
@@ -116,6 +116,13 @@ def test_results_show_the_shipped_models(shipped_app):
     assert "tiny random student" in cards
     figure = json.loads(chart["plot"])
     assert figure["layout"]["title"]["text"] == "tt-phase1 -> tt-reflected"
+    assert baseline_chart["visible"] is True  # shown only where a baseline ships: an update, value inside
+    baseline_figure = json.loads(baseline_chart["value"]["plot"])
+    assert baseline_figure["layout"]["title"]["text"] == "tt-answer-only -> tt-phase1"
+    answer_only = read_traces(root / "tt-answer-only" / "traces" / "validation.jsonl")
+    bars = dict(zip(baseline_figure["data"][0]["x"], baseline_figure["data"][0]["y"], strict=True))
+    assert bars["both right"] == sum(bool(a.correct and b.correct) for a, b in zip(answer_only, traces, strict=True))
+    assert sum(bars.values()) == N_TRACES
 
 
 def test_shipped_traces_are_in_the_annotate_queue_once(shipped_app):
