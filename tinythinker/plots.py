@@ -103,7 +103,8 @@ def flips(counts: dict[str, int], name_a: str = "A", name_b: str = "B") -> go.Fi
                "both wrong": "#9e9e9e"}
     keys = list(counts)
     fig = go.Figure(go.Bar(x=keys, y=[counts[k] for k in keys], marker_color=[colours.get(k, "#777") for k in keys],
-                           text=[counts[k] for k in keys], textposition="outside"))
+                           text=[counts[k] for k in keys], textposition="outside",
+                           cliponaxis=False))  # the tallest bar's count sits above the axis: keep it readable
     fig.update_layout(title=title, yaxis_title="questions", **_LAYOUT)
     return fig
 
