@@ -11,7 +11,7 @@ from demo import annotate, compare, explore, results, step, train
 from demo.context import AppContext
 from demo.widgets import friendly, no_training_data
 from tinythinker import jobs
-from tinythinker.shipped import BASELINE
+from tinythinker.shipped import shipped_baseline
 
 CSS = (".tt-progress {display: flex; gap: 8px; align-items: center} .tt-progress progress {height: 14px} "
        ".tt-ended {color: #b71c1c}")
@@ -67,9 +67,9 @@ def start_panel(ctx) -> tuple:
                      "question with them, compare phase 1 with its self-reflected successor (preselected in "
                      "Compare), see their accuracy and flips in Results, and label their cached validation traces "
                      "in Annotate. No training needed.")
-        baselines = [m.name for m in shipped if m.role == BASELINE]
-        if baselines:
-            parts.append(f"`{baselines[0]}` is the answer-only twin the method is measured against (trained on "
+        baseline = shipped_baseline(shipped)
+        if baseline is not None:
+            parts.append(f"`{baseline.name}` is the answer-only twin the method is measured against (trained on "
                          "the answers alone, same data and steps): pick it in Compare against a TinyThinker student "
                          "to see the questions where the three stages win and lose.")
     elif not ctx.has_trained():

@@ -11,7 +11,7 @@ import gradio as gr
 from demo.widgets import friendly
 from tinythinker import jobs, plots
 from tinythinker.runs import list_runs, read_config, read_metrics
-from tinythinker.shipped import BASELINE, ROLE_WORDS, best_phase1, read_cached_traces, shipped_pair
+from tinythinker.shipped import ROLE_WORDS, read_cached_traces, shipped_baseline, shipped_pair
 from tinythinker.workspace import RUNS
 
 HEADERS = ["run", "command", "student", "data", "stage type", "step", "best acc", "last acc", "status"]
@@ -79,12 +79,11 @@ def shipped(ctx):
         chart = plots.flips(flip_counts(traces[p1.name], traces[p2.name]), p1.name, p2.name)
     else:
         chart = plots.flips({}, "phase 1", "reflected")
-    # The method's first claim: the answer-only twin against the phase-1 student, where one ships.
-    baseline = next((m for m in models if m.role == BASELINE), None)
-    staged = p1 or best_phase1(models)
-    if baseline is not None and staged is not None:
-        against = gr.update(value=plots.flips(flip_counts(traces[baseline.name], traces[staged.name]),
-                                              baseline.name, staged.name), visible=True)
+    # The method's first claim: the answer-only twin against the pair's phase-1 student, where one ships.
+    baseline = shipped_baseline(models)
+    if baseline is not None and p1 is not None:
+        against = gr.update(value=plots.flips(flip_counts(traces[baseline.name], traces[p1.name]),
+                                              baseline.name, p1.name), visible=True)
     else:
         against = gr.update(visible=False)
     cards = "\n\n---\n\n".join(f"### {m.name}\n\n{m.card() or '(no model card)'}" for m in models)

@@ -69,7 +69,7 @@ def test_an_answer_only_baseline_ships_beside_but_never_stands_in_for_the_tinyth
     import json
 
     from tinythinker.phase2 import ReflectError, _shipped_phase1
-    from tinythinker.shipped import ROLE_WORDS, best_phase1, read_shipped, shipped_pair
+    from tinythinker.shipped import ROLE_WORDS, best_phase1, read_shipped, shipped_baseline, shipped_pair
 
     for name, role, parent, acc in [("p1", "phase1", None, 0.31), ("refl", "reflected", "p1", 0.30),
                                     ("answer-only", "baseline", None, 0.35)]:
@@ -83,6 +83,7 @@ def test_an_answer_only_baseline_ships_beside_but_never_stands_in_for_the_tinyth
     assert ROLE_WORDS["baseline"] == "answer-only baseline"
     assert best_phase1(models).name == "p1"
     assert [m.name for m in shipped_pair(models)] == ["p1", "refl"]
+    assert shipped_baseline(models).name == "answer-only" and shipped_baseline(models[:2]) is None
     monkeypatch.setenv("TINYTHINKER_SHIPPED_DIR", str(tmp_path))
     with pytest.raises(ReflectError, match="answer-only: the shipped answer-only baseline .stage type summarize"):
         _shipped_phase1("answer-only")

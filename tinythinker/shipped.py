@@ -205,6 +205,11 @@ def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, Shipp
     return (phase1[0] if phase1 else None), (reflected[0] if reflected else None)
 
 
+def shipped_baseline(models: list[ShippedModel]) -> ShippedModel | None:
+    """The answer-only baseline to measure the phase-1 students against, where one ships (the first)."""
+    return next((m for m in models if m.role == BASELINE), None)
+
+
 def import_shipped_traces(db: str | os.PathLike, models: list[ShippedModel]) -> dict[str, int | str]:
     """File each shipped model's cached traces in the store under its name (and iteration), once: a file already
     imported for that model is left alone, so calling this at every start is safe. Returns {name: traces imported
