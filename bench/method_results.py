@@ -94,6 +94,8 @@ MODELS = {
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
 }
+WHOLE_SPLIT = "answer-only LoRA, 210 steps (shipped answer-only)"
+UNORDERED = "[unseen 168]"
 PAIRS = [("answer-only LoRA, 210 steps (shipped answer-only)", "full method, equal rhythm (shipped p1-equal)"),
          ("answer-only LoRA, 210 steps (shipped answer-only)", "reflected from equal rhythm"),
          ("answer-only LoRA, 210 steps (shipped answer-only)", "full method, paper rhythm (shipped p1)"),
@@ -138,10 +140,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=300, help="the first N validation questions, for every model")
     args = ap.parse_args()
+    # "The first N questions" by position in the validation split's order (the shipped answer-only traces hold
+    # all of it), not the first N lines: a --from-stage file skips the questions without teacher texts, so its
+    # first N lines reach past question N. The [unseen 168] files are a subset of the whole split, kept whole.
+    order = {t.question.id: i for i, t in enumerate(read_traces(MODELS[WHOLE_SPLIT][0]))}
     traces = {}
     for name, (file, _) in MODELS.items():
         if file.is_file():
-            traces[name] = read_traces(file)[:args.questions]
+            ts = read_traces(file)
+            traces[name] = ts if name.endswith(UNORDERED) else [t for t in ts if order[t.question.id] < args.questions]
     rows, flips = {}, {}
     print("| model | what | questions | accuracy (95% CI) | top-answer share | invalid |")
     print("|---|---|---|---|---|---|")
