@@ -3,6 +3,7 @@ re-run only what follows."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import gradio as gr
@@ -12,6 +13,7 @@ from demo.widgets import (
     UNTRAINED_NOTE,
     analyses_rows,
     friendly,
+    friendly_stream,
     make_sampling,
     pick_question,
     picked_markdown,
@@ -28,11 +30,19 @@ from tinythinker.types import Trace
 ACTIONS = ("recall", "analyze", "summarize", "all", "after_recall", "after_analyze")
 
 
-def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
-         do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict, recall, analyses_table, timings):
+def step(ctx, *args):
     """Run what `action` asks and return every output of the tab (question, recall, analyses, summary,
-    verdict, per-stage seconds, model note)."""
-    from tinythinker.pipeline import complete_trace, run_stage  # torch: loaded after start-up (app.warm_up)
+    verdict, per-stage seconds, model note): the last of what `step_stream` yields."""
+    *_, last = step_stream(ctx, *args)
+    return last
+
+
+def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
+                do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict, recall, analyses_table,
+                timings):
+    """`step`, yielding the tab's outputs after each stage it runs: with "all", Recall shows while Analyze runs
+    (a stage takes a second or more on a CPU, the three together several)."""
+    from tinythinker.pipeline import iter_trace, run_stage  # torch: loaded after start-up (app.warm_up)
 
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
     shown = picked_markdown(ctx, q, source, benchmark, split)
@@ -67,14 +77,16 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
         timings[action] = round(time.perf_counter() - start, 4)
         if action == RECALL:
             # What followed the old recall is stale now.
-            return shown, out, analyses_rows(q, None), "", "", timings, note_for()
-        if action == ANALYZE:
-            return shown, recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
-        predicted = parse_answer(out, q.labels)
-        trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
-                      correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
-        return (shown, recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
-                timings, note_for(recall, analyses))
+            yield shown, out, analyses_rows(q, None), "", "", timings, note_for()
+        elif action == ANALYZE:
+            yield shown, recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
+        else:
+            predicted = parse_answer(out, q.labels)
+            trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
+                          correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
+            yield (shown, recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
+                   timings, note_for(recall, analyses))
+        return
 
     if action == "all":
         from_stage, recall, analyses = stages[0], None, None
@@ -90,12 +102,16 @@ def step(ctx, action, checkpoint, stage_type, source, benchmark, split, index, s
         from_stage = SUMMARIZE
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
-    trace = complete_trace(student, q, stage_type, recall=recall, analyses=analyses or None, from_stage=from_stage,
-                           sampling=sampling, restrict_answer=restrict or "free")
     kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
-    timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
-    return (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
-            verdict_markdown(trace), timings, note_for(trace.recall, trace.analyses))
+    for done, trace in iter_trace(student, q, stage_type, recall=recall, analyses=analyses or None,
+                                  from_stage=from_stage, sampling=sampling, restrict_answer=restrict or "free"):
+        timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
+        if done != SUMMARIZE:  # the stages after `done` are not written yet: shown empty, no verdict
+            yield (shown, trace.recall or "", analyses_rows(q, trace.analyses or None), "", "", timings,
+                   note_for(trace.recall, trace.analyses))
+            continue
+        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
+               verdict_markdown(trace), timings, note_for(trace.recall, trace.analyses))
 
 
 def model_note(ctx, checkpoint) -> str:
@@ -168,7 +184,7 @@ def build(ctx):
     outputs = [question, recall, analyses, summary, verdict, timings, note]
     for button, action in ((b_recall, "recall"), (b_analyze, "analyze"), (b_summarize, "summarize"),
                            (b_all, "all"), (b_after_recall, "after_recall"), (b_after_analyze, "after_analyze")):
-        button.click(friendly(lambda *a, _action=action: step(ctx, _action, *a), 7, 6), inputs, outputs,
+        button.click(friendly_stream(functools.partial(step_stream, ctx, action), 7, 6), inputs, outputs,
                      api_name=f"step_{action}", concurrency_id="model", concurrency_limit=1)
     show = friendly(lambda *a: show_question(ctx, *a), 7, 6)
     gr.on([picker.index.submit, picker.benchmark.change, picker.split.change, picker.index.change], show,

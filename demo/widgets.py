@@ -45,19 +45,37 @@ def friendly(fn, outputs: int | None = None, status: int = 0, as_json: bool = Fa
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - every error ends as one message, none as a stack trace
-            if not isinstance(e, EXPECTED):
-                log.exception("unexpected error in %s", getattr(fn, "__name__", "a handler"))
-            if outputs is None:
-                gr.Warning(error_text(e).removeprefix("**Error:** "), duration=12)
-                return gr.skip()
-            text = {"error": error_text(e).removeprefix("**Error:** ")} if as_json else error_text(e)
-            if outputs == 1:
-                return text
-            out = [gr.skip()] * outputs
-            out[status] = text
-            return tuple(out)
+            return _error_outputs(e, fn, outputs, status, as_json)
 
     return wrapper
+
+
+def friendly_stream(fn, outputs: int, status: int = 0):
+    """`friendly` for a generator handler (its outputs shown as they come): an error, before or after the first
+    yield, ends the stream with one message in output `status`; what was already shown stays."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - as in `friendly`
+            yield _error_outputs(e, fn, outputs, status, False)
+
+    return wrapper
+
+
+def _error_outputs(e: Exception, fn, outputs: int | None, status: int, as_json: bool):
+    if not isinstance(e, EXPECTED):
+        log.exception("unexpected error in %s", getattr(fn, "__name__", "a handler"), exc_info=e)
+    if outputs is None:
+        gr.Warning(error_text(e).removeprefix("**Error:** "), duration=12)
+        return gr.skip()
+    text = {"error": error_text(e).removeprefix("**Error:** ")} if as_json else error_text(e)
+    if outputs == 1:
+        return text
+    out = [gr.skip()] * outputs
+    out[status] = text
+    return tuple(out)
 
 
 @dataclass

@@ -141,6 +141,23 @@ def test_step_through_gives_the_library_trace(served, data_dir):
     assert (r4, _analyses(t4), s4) == (edited, again.analyses, again.summary)
 
 
+def test_run_all_shows_each_stage_as_it_lands(served):
+    ctx, client = served
+    kw = STEP_DEFAULTS
+    job = client.submit("tiny-a/best", *kw.values(), api_name="/step_all")
+    final = job.result(timeout=300)
+    shown = job.outputs()
+    assert len(shown) == 3 and tuple(shown[-1]) == tuple(final)  # one update per stage, the last is the result
+    (_, r1, t1, s1, v1, timings1, _), (_, r2, t2, s2, v2, timings2, _) = shown[0], shown[1]
+    assert r1 == final[1] and not any(_analyses(t1).values()) and (s1, v1) == ("", "")
+    assert set(timings1) == {"recall"}
+    assert r2 == final[1] and _analyses(t2) == _analyses(final[2]) and (s2, v2) == ("", "")
+    assert set(timings2) == {"recall", "analyze"}
+    # An error before the first stage still ends as one message in the note, the form untouched.
+    out = _step(client, "after_recall", recall="")
+    assert "Recall text first" in out[6]
+
+
 def test_untrained_default_is_labelled(served):
     ctx, client = served
     choices = dict((value, label) for label, value in ctx.checkpoint_choices())

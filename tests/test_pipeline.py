@@ -12,6 +12,7 @@ from tinythinker.pipeline import (
     accuracy,
     complete_trace,
     complete_traces,
+    iter_trace,
     read_traces,
     run_pipeline,
     run_stage,
@@ -130,6 +131,23 @@ def test_step_api_reruns_only_what_follows_an_edit(student, questions):
     assert [t.summary for t in batch] == [
         complete_trace(student, q, recall=t.recall, analyses=t.analyses, from_stage="summarize",
                        sampling=FAST).summary for t in (full, edited)]
+
+
+def test_iter_trace_yields_each_stage_as_it_lands(student, questions):
+    q = questions[0]
+    full = complete_trace(student, q, sampling=FAST)
+    steps = list(iter_trace(student, q, sampling=FAST))
+    assert [stage for stage, _ in steps] == ["recall", "analyze", "summarize"]
+    (_, after_recall), (_, after_analyze), (_, last) = steps
+    assert after_recall.recall == full.recall and after_recall.analyses == {} and after_recall.summary == ""
+    assert after_analyze.analyses == full.analyses and after_analyze.summary == ""
+    assert set(after_analyze.stage_timings) == {"recall", "analyze"}
+    assert _texts(last) == _texts(full) and last.predicted == full.predicted
+    # From an edited recall: Analyze, then Summarize; the edit is kept in every trace it yields.
+    edited = list(iter_trace(student, q, recall="Plates are kept in a cupboard.", from_stage="analyze",
+                             sampling=FAST))
+    assert [stage for stage, _ in edited] == ["analyze", "summarize"]
+    assert all(t.recall == "Plates are kept in a cupboard." for _, t in edited)
 
 
 def test_step_api_bad_input(questions):

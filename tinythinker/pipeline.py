@@ -172,8 +172,9 @@ def _summarize(student, items, stage_type, sc, seed, restrict_answer):
 _STAGE_FUNCS = {RECALL: _recall, ANALYZE: _analyze, SUMMARIZE: _summarize}
 
 
-def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, restrict_answer: bool | str,
-                batch_index: int = 0, from_stage: str | None = None) -> None:
+def _iter_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling,
+                 restrict_answer: bool | str, batch_index: int = 0, from_stage: str | None = None):
+    """Run the stages from `from_stage` on, yielding each stage's name once its outputs are on the items."""
     todo = stages_of(stage_type)
     if from_stage is not None:
         todo = todo[todo.index(from_stage):]
@@ -185,6 +186,13 @@ def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling:
         per_item = (time.perf_counter() - start) / len(items)
         for item in items:
             item.timings[stage] = per_item
+        yield stage
+
+
+def _run_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling, restrict_answer: bool | str,
+                batch_index: int = 0, from_stage: str | None = None) -> None:
+    for _ in _iter_stages(student, items, stage_type, sampling, restrict_answer, batch_index, from_stage):
+        pass
 
 
 def _trace(student: Student, item: _Item, stage_type: str, sampling: Sampling, restrict_answer: bool | str,
@@ -305,10 +313,21 @@ def complete_trace(student: Student, question: Question, stage_type: str = stage
     After a user edits the recall, call with `recall=edited, from_stage="analyze"`; after editing an analysis,
     `analyses=edited, from_stage="summarize"`. `from_stage=None` runs every stage of the stage type.
     """
+    *_, (_, trace) = iter_trace(student, question, stage_type, recall, analyses, from_stage, sampling,
+                                restrict_answer)
+    return trace
+
+
+def iter_trace(student: Student, question: Question, stage_type: str = stages.DEFAULT_STAGE_TYPE,
+               recall: str | None = None, analyses: dict[str, str] | None = None,
+               from_stage: str | None = None, sampling: Sampling = GREEDY,
+               restrict_answer: bool | str = False):
+    """`complete_trace` one stage at a time: yields `(stage, trace so far)` after each stage it runs, so a caller
+    can show Recall while Analyze runs. The last trace is `complete_trace`'s (the same calls, in the same order)."""
     from_stage = from_stage or stages_of(stage_type)[0]
     item = _kept_item(question, recall, analyses, stage_type, from_stage)
-    _run_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage)
-    return _trace(student, item, stage_type, sampling, restrict_answer, 1)
+    for stage in _iter_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage):
+        yield stage, _trace(student, item, stage_type, sampling, restrict_answer, 1)
 
 
 # -- results ------------------------------------------------------------------------------------------------
