@@ -54,7 +54,8 @@ MODELS = {
         "phase 2 iteration 2 from the shipped iteration 1 (332 pairs from 32 questions x 4 new samples), float16 adapter"),
     "reflected, own recalls only": (TRACES / "p2-own.val100.jsonl",
                                     "phase 2 iteration 1 from p1-equal, --no-teacher-fill (first 100 questions)"),
-    "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-equal.from-summarize.val600.jsonl",
+    # Thirteenth session: the two teacher-text probes extended to all 1,221 (each file begins with its val600 one).
+    "equal rhythm, teacher's Recall+Analyze": (TRACES / "p1-equal.from-summarize.val1221.jsonl",
                                                "evaluate --from-stage summarize"),
     "reflected from paper rhythm (fourth session)": (TRACES / "p2-paper-rhythm.val60.jsonl",
                                                      "phase 2 iteration 1 from the paper-rhythm p1 (first 60 questions)"),
@@ -79,11 +80,11 @@ MODELS = {
     "answer-only LoRA, 420 steps [unseen 168]": (TRACES / "p1-sum-lora420.unseen168.jsonl", "answer-only, 420 steps"),
     "option-free Recall, 210 steps [unseen 168]": (TRACES / "p1-optfree.unseen168.jsonl", "full method, 210 steps"),
     "option-free Recall, 420 steps [unseen 168]": (TRACES / "p1-optfree420.unseen168.jsonl", "full method, 420 steps"),
-    "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val600.jsonl",
+    "equal rhythm, teacher's Recall": (TRACES / "p1-equal.from-analyze.val1221.jsonl",
                                        "evaluate --from-stage analyze: its own Analyze and Summarize"),
     "equal rhythm, teacher's option-free Recall": (
-        TRACES / "p1-equal.from-analyze-optfree.val600.jsonl",
-        "p1-equal, evaluate --from-stage analyze --source ecqa-option-free (the questions of 600 it covers)"),
+        TRACES / "p1-equal.from-analyze-optfree.val1221.jsonl",
+        "p1-equal, evaluate --from-stage analyze --source ecqa-option-free (the questions it covers)"),
     "option-free Recall, teacher's option-free Recall": (
         TRACES / "p1-optfree.from-analyze.val100.jsonl",
         "evaluate --from-stage analyze --source ecqa-option-free (the 45 of 100 it covers)"),
@@ -132,7 +133,12 @@ PAIRS = [("answer-only LoRA, 210 steps (shipped answer-only)", "full method, equ
          ("answer-only LoRA, 210 steps [unseen 168]", "option-free Recall, 210 steps [unseen 168]"),
          ("answer-only LoRA, 420 steps [unseen 168]", "option-free Recall, 420 steps [unseen 168]"),
          ("answer-only LoRA, 210 steps", "equal rhythm, teacher's Recall"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "equal rhythm, teacher's Recall"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "equal rhythm, teacher's Recall+Analyze"),
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, teacher's Recall"),
+         ("equal rhythm, teacher's Recall", "equal rhythm, teacher's Recall+Analyze"),
          ("answer-only LoRA, 210 steps", "equal rhythm, teacher's option-free Recall"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "equal rhythm, teacher's option-free Recall"),
          ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, teacher's option-free Recall")]
 
 
