@@ -149,12 +149,10 @@ def main() -> int:
     # "The first N questions" by position in the validation split's order (the shipped answer-only traces hold
     # all of it), not the first N lines: a --from-stage file skips the questions without teacher texts, so its
     # first N lines reach past question N. The [unseen 168] files are a subset of the whole split, kept whole.
-    order = {t.question.id: i for i, t in enumerate(read_traces(MODELS[WHOLE_SPLIT][0]))}
-    traces = {}
-    for name, (file, _) in MODELS.items():
-        if file.is_file():
-            ts = read_traces(file)
-            traces[name] = ts if name.endswith(UNORDERED) else [t for t in ts if order[t.question.id] < args.questions]
+    whole = {name: read_traces(file) for name, (file, _) in MODELS.items() if file.is_file()}
+    order = {t.question.id: i for i, t in enumerate(whole[WHOLE_SPLIT])}
+    traces = {name: ts if name.endswith(UNORDERED) else [t for t in ts if order[t.question.id] < args.questions]
+              for name, ts in whole.items()}
     rows, flips = {}, {}
     print("| model | what | questions | accuracy (95% CI) | top-answer share | invalid |")
     print("|---|---|---|---|---|---|")

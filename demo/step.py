@@ -106,12 +106,10 @@ def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, i
     for done, trace in iter_trace(student, q, stage_type, recall=recall, analyses=analyses or None,
                                   from_stage=from_stage, sampling=sampling, restrict_answer=restrict or "free"):
         timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
-        if done != SUMMARIZE:  # the stages after `done` are not written yet: shown empty, no verdict
-            yield (shown, trace.recall or "", analyses_rows(q, trace.analyses or None), "", "", timings,
-                   note_for(trace.recall, trace.analyses))
-            continue
-        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary,
-               verdict_markdown(trace), timings, note_for(trace.recall, trace.analyses))
+        # Before Summarize the trace's later stages are still empty, and there is no verdict to give yet.
+        verdict = verdict_markdown(trace) if done == SUMMARIZE else ""
+        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary, verdict, timings,
+               note_for(trace.recall, trace.analyses))
 
 
 def model_note(ctx, checkpoint) -> str:
