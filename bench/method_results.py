@@ -94,6 +94,12 @@ MODELS = {
                                        "answer-only LoRA 210's recipe with --lora-r 0 --lr 5e-5"),
     "shipped p1-equal, int8 weights": (TRACES / "p1-equal-int8.val200.jsonl",
                                        "evaluate --int8: the same student, int8 dynamic quantization"),
+    # Fourteenth session: the two stage types issue 11's part 1 names that had not been run on SmolLM2, at the
+    # recipe of record (p1-equal's command with another --stage-type: 210 steps, each stage 20 per visit).
+    "recall + Summarize, equal rhythm": (TRACES / "p1-rs-equal.val600.jsonl",
+                                         "recall_summarize --order equal, LoRA r=16, 210 steps, 105 on Summarize"),
+    "analyze + Summarize, equal rhythm": (TRACES / "p1-as-equal.val600.jsonl",
+                                          "analyze_summarize --order equal, LoRA r=16, 210 steps, 105 on Summarize"),
 }
 WHOLE_SPLIT = "answer-only LoRA, 210 steps (shipped answer-only)"
 UNORDERED = "[unseen 168]"
@@ -139,7 +145,12 @@ PAIRS = [("answer-only LoRA, 210 steps (shipped answer-only)", "full method, equ
          ("equal rhythm, teacher's Recall", "equal rhythm, teacher's Recall+Analyze"),
          ("answer-only LoRA, 210 steps", "equal rhythm, teacher's option-free Recall"),
          ("answer-only LoRA, 210 steps (shipped answer-only)", "equal rhythm, teacher's option-free Recall"),
-         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, teacher's option-free Recall")]
+         ("full method, equal rhythm (shipped p1-equal)", "equal rhythm, teacher's option-free Recall"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "recall + Summarize, equal rhythm"),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", "analyze + Summarize, equal rhythm"),
+         ("recall + Summarize, equal rhythm", "full method, equal rhythm (shipped p1-equal)"),
+         ("analyze + Summarize, equal rhythm", "full method, equal rhythm (shipped p1-equal)"),
+         ("recall + Summarize, equal rhythm", "analyze + Summarize, equal rhythm")]
 
 
 def main() -> int:

@@ -46,6 +46,8 @@ def main() -> int:
                       ("summarize_retrained", "answer-only LoRA, 210 steps, retrained"),
                       ("recall_analyze_summarize", "full method, equal rhythm (shipped p1-equal)"),
                       ("recall_analyze_summarize_paper_rhythm", "full method, paper rhythm (shipped p1)"),
+                      ("recall_summarize", "recall + Summarize, equal rhythm"),
+                      ("analyze_summarize", "analyze + Summarize, equal rhythm"),
                       ("recall_analyze_summarize_from_summarize", "equal rhythm, teacher's Recall+Analyze"),
                       ("recall_analyze_summarize_own_context", "equal rhythm + own-context Summarize"),
                       ("recall_analyze_summarize_teacher_context", "equal rhythm + teacher-context Summarize (control)"),

@@ -4,7 +4,6 @@ re-run only what follows."""
 from __future__ import annotations
 
 import functools
-import time
 
 import gradio as gr
 
@@ -24,8 +23,7 @@ from demo.widgets import (
     truncation_note,
     verdict_markdown,
 )
-from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, parse_answer, stages_of
-from tinythinker.types import Trace
+from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, stages_of
 
 ACTIONS = ("recall", "analyze", "summarize", "all", "after_recall", "after_analyze")
 
@@ -40,9 +38,10 @@ def step(ctx, *args):
 def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, index, stem, options, answer,
                 do_sample, temperature, top_k, top_p, max_new_tokens, seed, restrict, recall, analyses_table,
                 timings):
-    """`step`, yielding the tab's outputs after each stage it runs: with "all", Recall shows while Analyze runs
-    (a stage takes a second or more on a CPU, the three together several)."""
-    from tinythinker.pipeline import iter_trace, run_stage  # torch: loaded after start-up (app.warm_up)
+    """`step`, yielding the tab's outputs as the student writes: each stage's text grows token by token (a few
+    updates a second) and shows whole once the stage is done, so with "all" the Recall is read while Analyze
+    runs (a stage takes a second or more on a CPU, the three together several)."""
+    from tinythinker.pipeline import stream_trace  # torch: loaded after start-up (app.warm_up)
 
     q = pick_question(ctx, source, benchmark, split, index, stem, options, answer)
     shown = picked_markdown(ctx, q, source, benchmark, split)
@@ -62,7 +61,8 @@ def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, i
         if stage not in stages:
             raise ValueError(f"stage type {stage_type!r} has no {stage.capitalize()} stage")
 
-    if action in ("recall", "analyze", "summarize"):
+    until = None
+    if action in (RECALL, ANALYZE, SUMMARIZE):
         needs(action)
         if action == ANALYZE and RECALL in stages and not recall:
             raise ValueError("Analyze needs a Recall text: run Recall first or type one")
@@ -70,31 +70,15 @@ def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, i
             raise ValueError("Summarize needs a Recall text: run Recall first or type one")
         if action == SUMMARIZE and ANALYZE in stages and not any(analyses.values()):
             raise ValueError("Summarize needs the analyses: run Analyze first or type them")
-        start = time.perf_counter()
-        out = run_stage(student, q, action, recall=recall, analyses=analyses or None, stage_type=stage_type,
-                        sampling=sampling, restrict_answer=restrict or "free")
-        timings = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(action)}
-        timings[action] = round(time.perf_counter() - start, 4)
-        if action == RECALL:
-            # What followed the old recall is stale now.
-            yield shown, out, analyses_rows(q, None), "", "", timings, note_for()
-        elif action == ANALYZE:
-            yield shown, recall or "", analyses_rows(q, out), "", "", timings, note_for(recall)
-        else:
-            predicted = parse_answer(out, q.labels)
-            trace = Trace(question=q, recall=recall, analyses=analyses, summary=out, predicted=predicted,
-                          correct=None if q.answer is None else predicted == q.answer, stage_type=stage_type)
-            yield (shown, recall or "", analyses_rows(q, analyses), out, verdict_markdown(trace),
-                   timings, note_for(recall, analyses))
-        return
-
-    if action == "all":
-        from_stage, recall, analyses = stages[0], None, None
+        # One stage alone: what followed it before is stale, and is shown empty.
+        from_stage = until = action
+    elif action == "all":
+        from_stage = stages[0]
     elif action == "after_recall":
         needs(RECALL)
         if not recall:
             raise ValueError("type or run a Recall text first")
-        from_stage, analyses = stages[stages.index(RECALL) + 1], None
+        from_stage = stages[stages.index(RECALL) + 1]
     elif action == "after_analyze":
         needs(ANALYZE)
         if not any(analyses.values()):
@@ -102,14 +86,20 @@ def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, i
         from_stage = SUMMARIZE
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
-    kept = {k: v for k, v in timings.items() if k in stages and stages.index(k) < stages.index(from_stage)}
-    for done, trace in iter_trace(student, q, stage_type, recall=recall, analyses=analyses or None,
-                                  from_stage=from_stage, sampling=sampling, restrict_answer=restrict or "free"):
+    kept_stages = stages[:stages.index(from_stage)]
+    recall = recall if RECALL in kept_stages else None
+    analyses = analyses if ANALYZE in kept_stages else None
+    kept = {k: v for k, v in timings.items() if k in kept_stages}
+    note = note_for(recall, analyses)
+    for done, trace, finished in stream_trace(student, q, stage_type, recall=recall, analyses=analyses,
+                                              from_stage=from_stage, until=until, sampling=sampling,
+                                              restrict_answer=restrict or "free"):
         timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
-        # Before Summarize the trace's later stages are still empty, and there is no verdict to give yet.
-        verdict = verdict_markdown(trace) if done == SUMMARIZE else ""
-        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary, verdict, timings,
-               note_for(trace.recall, trace.analyses))
+        if finished:  # the truncation note reads the stage inputs: once per stage, not per token
+            note = note_for(trace.recall, trace.analyses)
+        # Until Summarize is done the trace's later stages are empty (or being written), with no verdict yet.
+        verdict = verdict_markdown(trace) if finished and done == SUMMARIZE else ""
+        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary, verdict, timings, note)
 
 
 def model_note(ctx, checkpoint) -> str:

@@ -1,4 +1,6 @@
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from tinythinker.pipeline import (
     run_pipeline,
     run_stage,
     self_consistency,
+    stream_trace,
     write_traces,
 )
 from tinythinker.tiny import tiny_student
@@ -148,6 +151,44 @@ def test_iter_trace_yields_each_stage_as_it_lands(student, questions):
                              sampling=FAST))
     assert [stage for stage, _ in edited] == ["analyze", "summarize"]
     assert all(t.recall == "Plates are kept in a cupboard." for _, t in edited)
+
+
+def test_stream_trace_shows_each_stage_as_written_and_ends_like_iter_trace(student, questions):
+    q = questions[0]
+    events = list(stream_trace(student, q, sampling=FAST, restrict_answer=False, min_interval=0))
+    finished = [(stage, t) for stage, t, done in events if done]
+    expected = list(iter_trace(student, q, sampling=FAST, restrict_answer=False))
+    assert [stage for stage, _ in finished] == [stage for stage, _ in expected]
+    assert [_texts(t) for _, t in finished] == [_texts(t) for _, t in expected]
+    partial = {stage: [t for st, t, done in events if st == stage and not done] for stage in stages.STAGES}
+    # Every token is shown (min_interval 0): FAST's budgets are 6 / 4 / 8 tokens, and an untrained tiny model
+    # rarely stops early; the last text shown while writing is the stage's output.
+    for stage, text_of in (("recall", lambda t: t.recall), ("analyze", lambda t: t.analyses),
+                           ("summarize", lambda t: t.summary)):
+        assert len(partial[stage]) >= 2, stage
+        assert text_of(partial[stage][-1]) == text_of(dict(finished)[stage])
+    # While Analyze is written the Recall is the finished one and Summarize still empty.
+    assert all(t.recall == expected[0][1].recall and t.summary == "" for t in partial["analyze"])
+    assert all(set(t.analyses) == set(q.labels) for t in partial["analyze"])
+
+
+def test_stream_trace_one_stage_and_the_reader_leaving(student, questions):
+    q = questions[1]
+    alone = list(stream_trace(student, q, recall="Plates are kept in a cupboard.", from_stage="analyze",
+                              until="analyze", sampling=FAST, min_interval=0))
+    assert [stage for stage, _, done in alone if done] == ["analyze"]
+    assert alone[-1][1].summary == "" and alone[-1][1].recall == "Plates are kept in a cupboard."
+    with pytest.raises(ValueError, match="no 'analyze' stage to stop after"):
+        list(stream_trace(student, q, stage_type="summarize", until="analyze"))
+    # A reader that goes away after the first token: the worker stops at its next token instead of running on.
+    long = Sampling(recall=StageSampling(max_new_tokens=400))
+    events = stream_trace(student, q, sampling=long, min_interval=0)
+    assert next(events)[2] is False
+    events.close()
+    deadline = time.time() + 10
+    while any(t.name == "stream_trace" for t in threading.enumerate()) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "stream_trace" for t in threading.enumerate())
 
 
 def test_step_api_bad_input(questions):

@@ -22,6 +22,8 @@ restrict_answer: how the Summarize stage writes its answer (`ANSWER_MODES`).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from typing import Any
 
 from tinythinker import stages
 from tinythinker.stages import ANALYZE, RECALL, SUMMARIZE, answer_mode, stages_of
-from tinythinker.students import Student
+from tinythinker.students import GenerationStopped, RowsStreamer, Student
 from tinythinker.traces import read_traces, write_traces  # noqa: F401 - re-exported: callers import them here
 from tinythinker.types import Question, Trace
 
@@ -113,23 +115,30 @@ def _seed(sampling: Sampling, batch_index: int, stage: str) -> int:
     return sampling.seed * 1_000_003 + batch_index * 3 + _STAGE_INDEX[stage]
 
 
-def _generate(student: Student, inputs: list[str], sc: StageSampling, seed: int) -> list[str]:
+def _streaming(streamer) -> dict:
+    # Only a streamed call passes one: a student without streaming (a test's stand-in) is called as before.
+    return {} if streamer is None else {"streamer": streamer}
+
+
+def _generate(student: Student, inputs: list[str], sc: StageSampling, seed: int, streamer=None) -> list[str]:
     return student.generate(inputs, max_new_tokens=sc.max_new_tokens, do_sample=sc.do_sample,
-                            temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+                            temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed,
+                            **_streaming(streamer))
 
 
-def _recall(student, items, stage_type, sc, seed, restrict_answer):
-    for item, text in zip(items, _generate(student, [stages.recall_input(i.question) for i in items], sc, seed),
-                          strict=True):
+def _recall(student, items, stage_type, sc, seed, restrict_answer, streamer=None):
+    inputs = [stages.recall_input(i.question) for i in items]
+    for item, text in zip(items, _generate(student, inputs, sc, seed, streamer), strict=True):
         item.recall = text
 
 
-def _analyze(student, items, stage_type, sc, seed, restrict_answer):
+def _analyze(student, items, stage_type, sc, seed, restrict_answer, streamer=None):
     # One group per question: its options' inputs share question + recall, encoded once (`generate_shared`).
     groups = [[stages.analyze_input(item.question, item.recall, label, stage_type) for label in item.question.labels]
               for item in items]
     outputs = student.generate_shared(groups, max_new_tokens=sc.max_new_tokens, do_sample=sc.do_sample,
-                                      temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed)
+                                      temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, seed=seed,
+                                      **_streaming(streamer))
     for item, texts in zip(items, outputs, strict=True):
         item.analyses = dict(zip(item.question.labels, texts, strict=True))
 
@@ -152,11 +161,12 @@ def _answer_formats(student: Student) -> tuple[str, ...] | None:
     return (fmt,) if fmt else None
 
 
-def _summarize(student, items, stage_type, sc, seed, restrict_answer):
+def _summarize(student, items, stage_type, sc, seed, restrict_answer, streamer=None):
+    # Only free generation writes text token by token; the restricted modes pick a whole answer at once.
     inputs = [stages.summarize_input(i.question, i.recall, i.analyses, stage_type) for i in items]
     mode = answer_mode(restrict_answer)
     if mode == "free":
-        outputs = _generate(student, inputs, sc, seed)
+        outputs = _generate(student, inputs, sc, seed, streamer)
     else:
         choices = [stages.answer_choices(i.question, _answer_formats(student)) for i in items]
         if mode == "score":
@@ -173,15 +183,17 @@ _STAGE_FUNCS = {RECALL: _recall, ANALYZE: _analyze, SUMMARIZE: _summarize}
 
 
 def _iter_stages(student: Student, items: list[_Item], stage_type: str, sampling: Sampling,
-                 restrict_answer: bool | str, batch_index: int = 0, from_stage: str | None = None):
-    """Run the stages from `from_stage` on, yielding each stage's name once its outputs are on the items."""
+                 restrict_answer: bool | str, batch_index: int = 0, from_stage: str | None = None,
+                 streamer_for: Callable[[str], Any] | None = None):
+    """Run the stages from `from_stage` on, yielding each stage's name once its outputs are on the items.
+    `streamer_for(stage)`, if given, makes the streamer each stage's generate call writes its tokens to."""
     todo = stages_of(stage_type)
     if from_stage is not None:
         todo = todo[todo.index(from_stage):]
     for stage in todo:
         start = time.perf_counter()
         _STAGE_FUNCS[stage](student, items, stage_type, sampling.stage(stage), _seed(sampling, batch_index, stage),
-                            restrict_answer)
+                            restrict_answer, streamer_for(stage) if streamer_for else None)
         # The batch's stage time shared out evenly: what one question cost in this run.
         per_item = (time.perf_counter() - start) / len(items)
         for item in items:
@@ -328,6 +340,80 @@ def iter_trace(student: Student, question: Question, stage_type: str = stages.DE
     item = _kept_item(question, recall, analyses, stage_type, from_stage)
     for stage in _iter_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage):
         yield stage, _trace(student, item, stage_type, sampling, restrict_answer, 1)
+
+
+def stream_trace(student: Student, question: Question, stage_type: str = stages.DEFAULT_STAGE_TYPE,
+                 recall: str | None = None, analyses: dict[str, str] | None = None,
+                 from_stage: str | None = None, until: str | None = None, sampling: Sampling = GREEDY,
+                 restrict_answer: bool | str = False, min_interval: float = 0.2):
+    """`iter_trace` that also shows each stage while the student writes it: yields `(stage, trace, finished)`.
+
+    `finished` False: `trace` holds the text of `stage` written so far (the Recall, or each option's analysis;
+    Summarize too where it writes freely), at most once per `min_interval` seconds. `finished` True: the stage is
+    done, and the trace is what `iter_trace` yields there (the same calls, so greedy outputs are the same).
+    `until` stops after that stage (one Step-through stage alone). The student runs in a worker thread, since
+    `generate` hands out its tokens from inside its loop; closing the generator stops it at the next token.
+    """
+    from_stage = from_stage or stages_of(stage_type)[0]
+    if until is not None and until not in stages_of(stage_type):
+        raise ValueError(f"stage type {stage_type!r} has no {until!r} stage to stop after")
+    item = _kept_item(question, recall, analyses, stage_type, from_stage)
+    events: queue.Queue = queue.Queue()
+    streamers: list[RowsStreamer] = []
+
+    def streamer_for(stage: str) -> RowsStreamer:
+        streamers.append(RowsStreamer(student, lambda texts: events.put(("text", stage, texts))))
+        return streamers[-1]
+
+    def work() -> None:
+        try:
+            for stage in _iter_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage,
+                                      streamer_for=streamer_for):
+                events.put(("done", stage, _trace(student, item, stage_type, sampling, restrict_answer, 1)))
+                if stage == until or (streamers and streamers[-1].stopped):
+                    break
+        except GenerationStopped:
+            pass
+        except BaseException as exc:  # handed to the reader's thread, which raises it
+            events.put(("error", exc, None))
+        events.put(("end", None, None))
+
+    def partial(base: Trace, stage: str, texts: list[str]) -> Trace:
+        if stage == RECALL:
+            return replace(base, recall=texts[0])
+        if stage == ANALYZE:
+            return replace(base, analyses=dict(zip(question.labels, texts, strict=True)))
+        return replace(base, summary=texts[0])
+
+    base = _trace(student, item, stage_type, sampling, restrict_answer, 1)  # the kept stages, before any runs
+    worker = threading.Thread(target=work, name="stream_trace", daemon=True)
+    worker.start()
+    pending, shown_at = None, 0.0
+    try:
+        while True:
+            wait = None if pending is None else max(0.0, shown_at + min_interval - time.perf_counter())
+            try:
+                kind, first, second = events.get(timeout=wait)
+            except queue.Empty:  # the newest text has waited its interval: show it
+                yield pending
+                pending, shown_at = None, time.perf_counter()
+                continue
+            if kind == "text":
+                pending = (first, partial(base, first, second), False)
+                if time.perf_counter() - shown_at >= min_interval:
+                    yield pending
+                    pending, shown_at = None, time.perf_counter()
+            elif kind == "done":
+                base, pending = second, None
+                yield first, second, True
+                shown_at = time.perf_counter()
+            elif kind == "error":
+                raise first
+            else:
+                return
+    finally:
+        for streamer in streamers:  # the reader is gone (or done): the model stops at its next token
+            streamer.stop()
 
 
 # -- results ------------------------------------------------------------------------------------------------

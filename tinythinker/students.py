@@ -39,6 +39,7 @@ from transformers import (
     EncoderDecoderModel,
     GenerationConfig,
 )
+from transformers.generation.streamers import BaseStreamer
 
 SEQ2SEQ, CAUSAL, BERT2BERT = "seq2seq", "causal", "bert2bert"
 KINDS = (SEQ2SEQ, CAUSAL, BERT2BERT)
@@ -49,6 +50,41 @@ OFFLINE_DEFAULTS = ("minilm-bert2bert", "smollm2-135m")
 # position limit of the BERT encoder.
 DEFAULT_MAX_SOURCE = 512
 DEFAULT_MAX_TARGET = 256
+
+
+class RowsStreamer(BaseStreamer):
+    """Hands `on_texts` the text of every row written so far, after each token `generate` adds, decoded as
+    `Student.decode` decodes the finished rows (so the last texts handed over are the outputs).
+
+    Written by hand because transformers' `TextStreamer` / `TextIteratorStreamer` refuse batches of more than one
+    row, and Analyze writes one row per option. `stop()` makes the next token raise `GenerationStopped` out of
+    `generate` (a reader who went away should not keep the model busy).
+    """
+
+    def __init__(self, student: Student, on_texts):
+        self.student, self.on_texts = student, on_texts
+        self.rows: list[list[int]] | None = None
+        self.stopped = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.stopped:
+            raise GenerationStopped("generation stopped: its reader went away")
+        if self.rows is None:  # generate's first call: the prompt (causal) or the decoder start (seq2seq)
+            self.rows = [[] for _ in range(value.shape[0])]
+            return
+        for row, token in zip(self.rows, value.reshape(len(self.rows), -1).tolist(), strict=True):
+            row.extend(token)
+        self.on_texts([self.student.decode(row) for row in self.rows])
+
+    def end(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class GenerationStopped(RuntimeError):
+    pass
 
 
 class StudentLoadError(RuntimeError):
@@ -181,7 +217,7 @@ class Student:
 
     @torch.no_grad()
     def generate_ids(self, batch: dict[str, torch.Tensor], gen: GenerationConfig, seed: int | None = None,
-                     prefix_allowed_tokens_fn=None) -> list[list[int]]:
+                     prefix_allowed_tokens_fn=None, streamer: RowsStreamer | None = None) -> list[list[int]]:
         """Token ids of the continuations of a `batch_inputs` batch (prompt removed; EOS and padding kept)."""
         if seed is not None:
             torch.manual_seed(seed)
@@ -189,7 +225,7 @@ class Student:
         self.model.eval()
         try:
             out = self.model.generate(**batch, generation_config=gen,
-                                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
+                                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, streamer=streamer)
         finally:
             self.model.train(was_training)
         width = batch["input_ids"].shape[1] if self.kind == CAUSAL else 1  # seq2seq: drop the decoder start
@@ -198,7 +234,7 @@ class Student:
     @torch.no_grad()
     def generate_shared(self, groups: list[list[str]], *, max_new_tokens: int = 64, do_sample: bool = False,
                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                        seed: int | None = None) -> list[list[str]]:
+                        seed: int | None = None, streamer: RowsStreamer | None = None) -> list[list[str]]:
         """Continuations of groups of inputs that share a long prefix (Analyze's one input per option of a
         question: question + options + recall, then `For option X,`), the shared prefix run once per group.
 
@@ -212,7 +248,7 @@ class Student:
         if not flat:
             return [[] for _ in groups]
         kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                  top_p=top_p, seed=seed)
+                  top_p=top_p, seed=seed, streamer=streamer)
 
         def regroup(texts: list[str]) -> list[list[str]]:
             out, k = [], 0
@@ -255,7 +291,8 @@ class Student:
                                          temperature=temperature, top_k=top_k, top_p=top_p)
             if seed is not None:
                 torch.manual_seed(seed)
-            result = self.model.generate(**batch, generation_config=gen, **{_cache_kwarg(core): cache})
+            result = self.model.generate(**batch, generation_config=gen, streamer=streamer,
+                                         **{_cache_kwarg(core): cache})
         finally:
             self.model.train(was_training)
         return regroup([self.decode(x) for x in result[:, width:].tolist()])
@@ -267,13 +304,15 @@ class Student:
 
     def generate(self, inputs: list[str], *, max_new_tokens: int = 64, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_return_sequences: int = 1,
-                 seed: int | None = None) -> list[str]:
-        """One batched generate call; returns len(inputs) * num_return_sequences texts grouped per input."""
+                 seed: int | None = None, streamer: RowsStreamer | None = None) -> list[str]:
+        """One batched generate call; returns len(inputs) * num_return_sequences texts grouped per input.
+        A `streamer` (`RowsStreamer`) is handed every row's text so far after each new token."""
         if not inputs:
             return []
         gen = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                                      top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences)
-        return [self.decode(x) for x in self.generate_ids(self.batch_inputs(inputs), gen, seed=seed)]
+        return [self.decode(x) for x in self.generate_ids(self.batch_inputs(inputs), gen, seed=seed,
+                                                          streamer=streamer)]
 
     def generate_choice(self, inputs: list[str], choices: list[list[str]], *, do_sample: bool = False,
                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
