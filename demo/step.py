@@ -3,6 +3,7 @@ re-run only what follows."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import gradio as gr
@@ -91,15 +92,20 @@ def step_stream(ctx, action, checkpoint, stage_type, source, benchmark, split, i
     analyses = analyses if ANALYZE in kept_stages else None
     kept = {k: v for k, v in timings.items() if k in kept_stages}
     note = note_for(recall, analyses)
-    for done, trace, finished in stream_trace(student, q, stage_type, recall=recall, analyses=analyses,
-                                              from_stage=from_stage, until=until, sampling=sampling,
-                                              restrict_answer=restrict or "free"):
-        timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
-        if finished:  # the truncation note reads the stage inputs: once per stage, not per token
-            note = note_for(trace.recall, trace.analyses)
-        # Until Summarize is done the trace's later stages are empty (or being written), with no verdict yet.
-        verdict = verdict_markdown(trace) if finished and done == SUMMARIZE else ""
-        yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary, verdict, timings, note)
+    # Closed explicitly: when gradio drops this stream (the reader left), the worker must stop now, not whenever
+    # the garbage collector gets to the inner generator.
+    events = contextlib.closing(stream_trace(student, q, stage_type, recall=recall, analyses=analyses,
+                                             from_stage=from_stage, until=until, sampling=sampling,
+                                             restrict_answer=restrict or "free"))
+    with events as stream:
+        for done, trace, finished in stream:
+            timings = {**kept, **{k: round(v, 4) for k, v in trace.stage_timings.items()}}
+            if finished:  # the truncation note reads the stage inputs: once per stage, not per token
+                note = note_for(trace.recall, trace.analyses)
+            # Until Summarize is done the trace's later stages are empty (or being written), with no verdict yet.
+            verdict = verdict_markdown(trace) if finished and done == SUMMARIZE else ""
+            yield (shown, trace.recall or "", analyses_rows(q, trace.analyses), trace.summary, verdict, timings,
+                   note)
 
 
 def model_note(ctx, checkpoint) -> str:

@@ -22,6 +22,7 @@ from tinythinker.pipeline import (
     stream_trace,
     write_traces,
 )
+from tinythinker.students import RowsStreamer
 from tinythinker.tiny import tiny_student
 from tinythinker.types import Option, Question, Trace
 
@@ -180,15 +181,64 @@ def test_stream_trace_one_stage_and_the_reader_leaving(student, questions):
     assert alone[-1][1].summary == "" and alone[-1][1].recall == "Plates are kept in a cupboard."
     with pytest.raises(ValueError, match="no 'analyze' stage to stop after"):
         list(stream_trace(student, q, stage_type="summarize", until="analyze"))
-    # A reader that goes away after the first token: the worker stops at its next token instead of running on.
-    long = Sampling(recall=StageSampling(max_new_tokens=400))
-    events = stream_trace(student, q, sampling=long, min_interval=0)
-    assert next(events)[2] is False
-    events.close()
-    deadline = time.time() + 10
+
+
+def _no_stream_thread_left(seconds=10):
+    deadline = time.time() + seconds
     while any(t.name == "stream_trace" for t in threading.enumerate()) and time.time() < deadline:
         time.sleep(0.01)
-    assert not any(t.name == "stream_trace" for t in threading.enumerate())
+    return not any(t.name == "stream_trace" for t in threading.enumerate())
+
+
+def _counting_puts(monkeypatch):
+    # Tokens handed to the streamers, per stage call: what the worker generated, read or not.
+    calls: list[int] = []
+    real_init, real_put = RowsStreamer.__init__, RowsStreamer.put
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.call_index = len(calls)
+        calls.append(0)
+
+    def put(self, value):
+        calls[self.call_index] += 1
+        return real_put(self, value)
+
+    monkeypatch.setattr(RowsStreamer, "__init__", init)
+    monkeypatch.setattr(RowsStreamer, "put", put)
+    return calls
+
+
+def test_stream_trace_stops_when_the_reader_leaves(student, questions, monkeypatch):
+    q = questions[1]
+    calls = _counting_puts(monkeypatch)
+    # Mid-stage: a reader that goes away after the first token of a 400-token Recall (an untrained tiny model
+    # rarely writes EOS): the worker stops at its next token instead of writing the rest.
+    events = stream_trace(student, q, sampling=Sampling(recall=StageSampling(max_new_tokens=400)), min_interval=0)
+    assert next(events)[2] is False
+    events.close()
+    assert _no_stream_thread_left()
+    assert len(calls) == 1 and calls[0] < 50, calls
+    # Between stages: a reader that leaves once the Recall is done (its partial texts held back by the interval).
+    # The worker may have begun Analyze (then stopped at its next token) but never reaches Summarize.
+    calls.clear()
+    long_analyze = Sampling(recall=StageSampling(max_new_tokens=6), analyze=StageSampling(max_new_tokens=400))
+    events = stream_trace(student, q, sampling=long_analyze, restrict_answer="score", min_interval=3600)
+    stage, _, finished = next(events)
+    assert (stage, finished) == ("recall", True)
+    events.close()
+    assert _no_stream_thread_left()
+    assert len(calls) in (1, 2) and (len(calls) == 1 or calls[1] < 50), calls
+
+
+def test_stream_trace_hands_a_worker_error_to_the_reader(student, questions, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("boom: the model failed")
+
+    monkeypatch.setattr(student, "generate", broken)
+    with pytest.raises(ValueError, match="boom: the model failed"):
+        list(stream_trace(student, questions[0], sampling=FAST))
+    assert _no_stream_thread_left()
 
 
 def test_step_api_bad_input(questions):

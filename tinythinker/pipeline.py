@@ -352,25 +352,32 @@ def stream_trace(student: Student, question: Question, stage_type: str = stages.
     Summarize too where it writes freely), at most once per `min_interval` seconds. `finished` True: the stage is
     done, and the trace is what `iter_trace` yields there (the same calls, so greedy outputs are the same).
     `until` stops after that stage (one Step-through stage alone). The student runs in a worker thread, since
-    `generate` hands out its tokens from inside its loop; closing the generator stops it at the next token.
+    `generate` hands out its tokens from inside its loop. Closing the generator stops the worker: at the next
+    token of a stage being written, or before the next stage starts (a restricted Summarize, which scores whole
+    answers, is not interrupted once begun).
     """
     from_stage = from_stage or stages_of(stage_type)[0]
-    if until is not None and until not in stages_of(stage_type):
+    todo = stages_of(stage_type)
+    if until is not None and until not in todo:
         raise ValueError(f"stage type {stage_type!r} has no {until!r} stage to stop after")
+    if until is not None and todo.index(until) < todo.index(from_stage):
+        raise ValueError(f"cannot stop after {until!r}: the run starts at the later stage {from_stage!r}")
     item = _kept_item(question, recall, analyses, stage_type, from_stage)
     events: queue.Queue = queue.Queue()
-    streamers: list[RowsStreamer] = []
+    # One event for the whole run, so that a reader who leaves between two stages stops the next one too.
+    stop = threading.Event()
 
     def streamer_for(stage: str) -> RowsStreamer:
-        streamers.append(RowsStreamer(student, lambda texts: events.put(("text", stage, texts))))
-        return streamers[-1]
+        if stop.is_set():  # called as the stage starts, before any of its work
+            raise GenerationStopped("generation stopped: its reader went away")
+        return RowsStreamer(student, lambda texts: events.put(("text", stage, texts)), stop)
 
     def work() -> None:
         try:
             for stage in _iter_stages(student, [item], stage_type, sampling, restrict_answer, from_stage=from_stage,
                                       streamer_for=streamer_for):
                 events.put(("done", stage, _trace(student, item, stage_type, sampling, restrict_answer, 1)))
-                if stage == until or (streamers and streamers[-1].stopped):
+                if stage == until or stop.is_set():
                     break
         except GenerationStopped:
             pass
@@ -412,8 +419,7 @@ def stream_trace(student: Student, question: Question, stage_type: str = stages.
             else:
                 return
     finally:
-        for streamer in streamers:  # the reader is gone (or done): the model stops at its next token
-            streamer.stop()
+        stop.set()  # the reader is gone (or done): the worker stops at its next token or stage
 
 
 # -- results ------------------------------------------------------------------------------------------------

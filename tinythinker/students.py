@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,19 @@ class RowsStreamer(BaseStreamer):
     `Student.decode` decodes the finished rows (so the last texts handed over are the outputs).
 
     Written by hand because transformers' `TextStreamer` / `TextIteratorStreamer` refuse batches of more than one
-    row, and Analyze writes one row per option. `stop()` makes the next token raise `GenerationStopped` out of
-    `generate` (a reader who went away should not keep the model busy).
+    row, and Analyze writes one row per option. Once `stop_event` is set (`stop()`, or whoever shares the event),
+    the next token raises `GenerationStopped` out of `generate`: a reader who went away should not keep the model
+    busy.
     """
 
-    def __init__(self, student: Student, on_texts):
+    def __init__(self, student: Student, on_texts, stop_event: threading.Event | None = None):
         self.student, self.on_texts = student, on_texts
         self.rows: list[list[int]] | None = None
-        self.stopped = False
+        self.stop_event = stop_event or threading.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_event.is_set()
 
     def put(self, value: torch.Tensor) -> None:
         if self.stopped:
@@ -74,17 +80,19 @@ class RowsStreamer(BaseStreamer):
             return
         for row, token in zip(self.rows, value.reshape(len(self.rows), -1).tolist(), strict=True):
             row.extend(token)
-        self.on_texts([self.student.decode(row) for row in self.rows])
+        # A byte-level token can end inside a character; its half decodes to U+FFFD until the next token
+        # completes it (as transformers' TextStreamer, show only what is whole). The finished rows are whole.
+        self.on_texts([self.student.decode(row).removesuffix("\ufffd") for row in self.rows])
 
     def end(self) -> None:
         pass
 
     def stop(self) -> None:
-        self.stopped = True
+        self.stop_event.set()
 
 
 class GenerationStopped(RuntimeError):
-    pass
+    """Raised out of `generate` by a stopped `RowsStreamer`; the stage's outputs are not written."""
 
 
 class StudentLoadError(RuntimeError):
