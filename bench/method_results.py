@@ -26,6 +26,7 @@ SHIPPED = ROOT / "demo" / "models"
 # name -> (traces file, what it is); a file that is not there (bench/out is not committed) is left out. The
 # val600 files (tenth session) are the val200 / val100 ones extended by `evaluate --resume`: their first lines are
 # those files, so `--questions 200` gives the earlier numbers and `--questions 600` the first 600 questions.
+OWN48 = "reflected, own recalls only, 48 questions x 8"
 MODELS = {
     "answer-only LoRA": (OUT / "p1-sum-lora.val600.jsonl", "summarize, LoRA r=16, 140 steps"),
     "answer-only full FT": (OUT / "p1-sum-full.val600.jsonl", "summarize, full fine-tuning, 140 steps"),
@@ -100,10 +101,16 @@ MODELS = {
                                          "recall_summarize --order equal, LoRA r=16, 210 steps, 105 on Summarize"),
     "analyze + Summarize, equal rhythm": (TRACES / "p1-as-equal.val600.jsonl",
                                           "analyze_summarize --order equal, LoRA r=16, 210 steps, 105 on Summarize"),
+    # Seventeenth session: the --no-teacher-fill test on more questions (runs/s17a.sh).
+    OWN48: (TRACES / "p2-own48.val1221.jsonl",
+            "phase 2 iteration 1 from p1-equal, --no-teacher-fill, 48 training questions x 8 sampled recalls, float16 adapter"),
 }
 WHOLE_SPLIT = "answer-only LoRA, 210 steps (shipped answer-only)"
 UNORDERED = "[unseen 168]"
 PAIRS = [("answer-only LoRA, 210 steps (shipped answer-only)", "full method, equal rhythm (shipped p1-equal)"),
+         ("full method, equal rhythm (shipped p1-equal)", OWN48),
+         ("reflected from equal rhythm", OWN48),
+         ("answer-only LoRA, 210 steps (shipped answer-only)", OWN48),
          ("answer-only LoRA, 210 steps (shipped answer-only)", "reflected from equal rhythm"),
          ("answer-only LoRA, 210 steps (shipped answer-only)", "full method, paper rhythm (shipped p1)"),
          ("answer-only LoRA, 210 steps", "answer-only LoRA, 210 steps, retrained"),

@@ -127,12 +127,29 @@ def main() -> int:
         p2["flips"] = load("method.json").get("flips", {})
         if "reflected, own recalls only" in method:  # reflect --no-teacher-fill, one iteration, first 100 questions
             m = method["reflected, own recalls only"]
-            p2["no_teacher_fill"] = {"val_acc": m["accuracy"], "val_questions": m["questions"], "traces": m["file"]}
+            # Merged into what is there: the run's metrics live in runs/, which a fresh checkout does not have.
+            p2["no_teacher_fill"] = p2.get("no_teacher_fill", {}) | {"val_acc": m["accuracy"],
+                                                                       "val_questions": m["questions"],
+                                                                       "traces": m["file"]}
             own = ROOT / "runs" / "p2-own" / "metrics.jsonl"
             rows = [json.loads(x) for x in own.read_text().splitlines() if x.strip()] if own.is_file() else []
             for r in rows:
                 if r.get("kind") == "iteration":
                     p2["no_teacher_fill"] |= {k: r[k] for k in ("pairs", "steps", "reward_accuracy", "dpo_loss")}
+    # Seventeenth session: --no-teacher-fill on 48 training questions x 8 samples. Its metrics are copied next to
+    # its traces (bench/traces/p2-own48.metrics.jsonl), so a fresh checkout rebuilds this entry too.
+    own48 = method.get("reflected, own recalls only, 48 questions x 8")
+    if own48:
+        p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
+        entry = {"val_acc": own48["accuracy"], "val_questions": own48["questions"], "traces": own48["file"],
+                 "from": "tinythinker-smollm2-p1-equal", "training_questions": 48, "samples": 8}
+        metrics48 = ROOT / "bench" / "traces" / "p2-own48.metrics.jsonl"
+        rows = [json.loads(x) for x in metrics48.read_text().splitlines() if x.strip()] if metrics48.is_file() else []
+        for r in rows:
+            if r.get("kind") == "iteration":
+                entry |= {k: r[k] for k in ("pairs", "pairs_total", "steps", "reward_accuracy", "dpo_loss",
+                                            "reward_margin", "wall_s") if k in r}
+        p2["no_teacher_fill_48x8"] = entry
     results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
                            "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}
                           for m in list_shipped()]
