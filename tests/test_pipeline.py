@@ -219,13 +219,16 @@ def test_stream_trace_stops_when_the_reader_leaves(student, questions, monkeypat
     events.close()
     assert _no_stream_thread_left()
     assert len(calls) == 1 and calls[0] < 50, calls
-    # Between stages: a reader that leaves once the Recall is done (its partial texts held back by the interval).
+    # Between stages: a reader that leaves once the Recall is done (its later partial texts held back by the
+    # interval).
     # The worker may have begun Analyze (then stopped at its next token) but never reaches Summarize.
     calls.clear()
     long_analyze = Sampling(recall=StageSampling(max_new_tokens=6), analyze=StageSampling(max_new_tokens=400))
     events = stream_trace(student, q, sampling=long_analyze, restrict_answer="score", min_interval=3600)
     stage, _, finished = next(events)
-    assert (stage, finished) == ("recall", True)
+    while not finished:  # the first text may show at once; later ones wait the interval, past the stage's end
+        stage, _, finished = next(events)
+    assert stage == "recall"
     events.close()
     assert _no_stream_thread_left()
     assert len(calls) in (1, 2) and (len(calls) == 1 or calls[1] < 50), calls
