@@ -26,6 +26,16 @@ def load(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def iteration_metrics(path: Path, keys: tuple[str, ...]) -> dict:
+    """`keys` of a phase-2 run's iteration rows in its metrics.jsonl (the last row wins); {} without the file."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    out: dict = {}
+    for r in rows:
+        if r.get("kind") == "iteration":
+            out |= {k: r[k] for k in keys if k in r}
+    return out
+
+
 # The seventh session's second legs drew their split with --seed 1: their training split holds 168 of the first
 # 200 validation questions (of seed 0) that these rows are scored on. Kept for the record, marked; the clean
 # comparison is the `*_unseen168` keys (`evaluate --unseen-by runs/p1-sum-lora420`).
@@ -131,11 +141,8 @@ def main() -> int:
             p2["no_teacher_fill"] = p2.get("no_teacher_fill", {}) | {"val_acc": m["accuracy"],
                                                                        "val_questions": m["questions"],
                                                                        "traces": m["file"]}
-            own = ROOT / "runs" / "p2-own" / "metrics.jsonl"
-            rows = [json.loads(x) for x in own.read_text().splitlines() if x.strip()] if own.is_file() else []
-            for r in rows:
-                if r.get("kind") == "iteration":
-                    p2["no_teacher_fill"] |= {k: r[k] for k in ("pairs", "steps", "reward_accuracy", "dpo_loss")}
+            p2["no_teacher_fill"] |= iteration_metrics(ROOT / "runs" / "p2-own" / "metrics.jsonl",
+                                                       ("pairs", "steps", "reward_accuracy", "dpo_loss"))
     # Seventeenth session: --no-teacher-fill on 48 training questions x 8 samples. Its metrics are copied next to
     # its traces (bench/traces/p2-own48.metrics.jsonl), so a fresh checkout rebuilds this entry too.
     own48 = method.get("reflected, own recalls only, 48 questions x 8")
@@ -143,12 +150,9 @@ def main() -> int:
         p2 = results.setdefault("phase2", {}).setdefault("smollm2-135m", {})
         entry = {"val_acc": own48["accuracy"], "val_questions": own48["questions"], "traces": own48["file"],
                  "from": "tinythinker-smollm2-p1-equal", "training_questions": 48, "samples": 8}
-        metrics48 = ROOT / "bench" / "traces" / "p2-own48.metrics.jsonl"
-        rows = [json.loads(x) for x in metrics48.read_text().splitlines() if x.strip()] if metrics48.is_file() else []
-        for r in rows:
-            if r.get("kind") == "iteration":
-                entry |= {k: r[k] for k in ("pairs", "pairs_total", "steps", "reward_accuracy", "dpo_loss",
-                                            "reward_margin", "wall_s") if k in r}
+        entry |= iteration_metrics(ROOT / "bench" / "traces" / "p2-own48.metrics.jsonl",
+                                   ("pairs", "pairs_total", "steps", "reward_accuracy", "dpo_loss", "reward_margin",
+                                    "wall_s"))
         p2["no_teacher_fill_48x8"] = entry
     results["shipped"] = [{"name": m.name, "role": m.role, "parent": m.parent,
                            "bytes": (m.folder / "adapter_model.safetensors").stat().st_size, "val_acc": m.val_acc}

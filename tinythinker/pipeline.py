@@ -356,13 +356,13 @@ def stream_trace(student: Student, question: Question, stage_type: str = stages.
     token of a stage being written, or before the next stage starts (a restricted Summarize, which scores whole
     answers, is not interrupted once begun).
     """
-    from_stage = from_stage or stages_of(stage_type)[0]
     todo = stages_of(stage_type)
+    from_stage = from_stage or todo[0]
+    item = _kept_item(question, recall, analyses, stage_type, from_stage)  # checks from_stage first
     if until is not None and until not in todo:
         raise ValueError(f"stage type {stage_type!r} has no {until!r} stage to stop after")
     if until is not None and todo.index(until) < todo.index(from_stage):
         raise ValueError(f"cannot stop after {until!r}: the run starts at the later stage {from_stage!r}")
-    item = _kept_item(question, recall, analyses, stage_type, from_stage)
     events: queue.Queue = queue.Queue()
     # One event for the whole run, so that a reader who leaves between two stages stops the next one too.
     stop = threading.Event()
