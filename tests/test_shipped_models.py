@@ -1,5 +1,7 @@
 """Each student that ships under demo/models/ loads by name and reproduces its cached validation traces."""
 
+import shutil
+
 import pytest
 
 from tinythinker.pipeline import read_traces, run_pipeline
@@ -83,6 +85,16 @@ def test_an_answer_only_baseline_ships_beside_but_never_stands_in_for_the_tinyth
     assert ROLE_WORDS["baseline"] == "answer-only baseline"
     assert best_phase1(models).name == "p1"
     assert [m.name for m in shipped_pair(models)] == ["p1", "refl"]
+    # A better reflected model of the same parent is the one compared, whatever its name; one whose parent does
+    # not ship is passed over while one that does exists.
+    for name, parent, acc in [("a-refl", "p1", 0.29), ("z-refl", "p1", 0.32), ("orphan", "gone", 0.40)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shipped.json").write_text(json.dumps(
+            {"name": name, "role": "reflected", "parent": parent, "val_acc": acc,
+             "stage_type": "recall_analyze_summarize"}))
+    assert [m.name for m in shipped_pair(list_shipped(tmp_path))] == ["p1", "z-refl"]
+    for name in ("a-refl", "z-refl", "orphan"):
+        shutil.rmtree(tmp_path / name)
     assert shipped_baseline(models).name == "answer-only" and shipped_baseline(models[:2]) is None
     monkeypatch.setenv("TINYTHINKER_SHIPPED_DIR", str(tmp_path))
     with pytest.raises(ReflectError, match="answer-only: the shipped answer-only baseline .stage type summarize"):

@@ -194,10 +194,12 @@ def best_phase1_name(fallback: str, root: str | os.PathLike | None = None) -> st
 
 
 def shipped_pair(models: list[ShippedModel]) -> tuple[ShippedModel | None, ShippedModel | None]:
-    """(phase 1, reflected) to compare: a reflected model with its own parent when one ships, else the first of
-    each role."""
+    """(phase 1, reflected) to compare: the best reflected model (validation accuracy) with its own parent when
+    one ships, else the first of each role. Best, not first by name: a later reflection run that ships beside an
+    earlier one is the one to show before-and-after on."""
     phase1 = [m for m in models if m.role == PHASE1]
-    reflected = [m for m in models if m.role == REFLECTED]
+    reflected = sorted((m for m in models if m.role == REFLECTED),
+                       key=lambda m: -1.0 if m.val_acc is None else -m.val_acc)
     for r in reflected:
         parent = next((p for p in phase1 if p.name == r.parent), None)
         if parent is not None:
