@@ -108,6 +108,25 @@ def test_lora_that_cannot_apply_names_the_student():
         apply_lora(tiny_student("causal"), r=0)
 
 
+def test_score_candidates_bands_rows_of_unlike_length(monkeypatch):
+    """Inputs of very different lengths are scored in separate passes (less padding), with the same scores as
+    each input scored alone."""
+    from tinythinker import students as students_module
+
+    s = tiny_student("causal")
+    long_prompt = PROMPTS[0].replace("Summarize:", "Recall: " + "plates are kept dry and clean. " * 12 + "Summarize:")
+    inputs = [PROMPTS[1], long_prompt, PROMPTS[1] + " "]
+    choices = [CHOICES[1], CHOICES[0], CHOICES[1]]
+    bands = []
+    band = students_module.Student._score_band
+    monkeypatch.setattr(students_module.Student, "_score_band",
+                        lambda self, i, c: bands.append(len(i)) or band(self, i, c))
+    together = s.score_candidates(inputs, choices)
+    assert sorted(bands) == [1, 2]  # the long input alone, the two short ones together
+    alone = [s.score_candidates([i], [c])[0] for i, c in zip(inputs, choices, strict=True)]
+    assert [[round(x, 4) for x in r] for r in together] == [[round(x, 4) for x in r] for r in alone]
+
+
 ANALYZE_GROUPS = [
     [f"Where would you put a plate after washing it?\n(A) cupboard (B) river (C) table\nRecall: plates go in "
      f"cupboards.\nAnalyze: For option {x}," for x in "ABC"],
@@ -136,6 +155,42 @@ def test_generate_shared_really_shares_for_causal(monkeypatch):
 
     monkeypatch.setattr(s, "generate", no_flat_generate)
     assert [x for g in s.generate_shared(ANALYZE_GROUPS, max_new_tokens=8) for x in g] == expected
+
+
+def _eos_prone_causal():
+    """The tiny causal student with its EOS logit scaled up, so greedy rows end at different steps."""
+    s = tiny_student("causal")
+    with torch.no_grad():
+        s.model.get_output_embeddings().weight[s.eos_id] *= 2.5
+    return s
+
+
+def test_greedy_shrinking_writes_what_generate_writes_and_drops_finished_rows():
+    from tinythinker.students import RowsStreamer
+
+    s = _eos_prone_causal()
+    flat = [x for g in ANALYZE_GROUPS for x in g] + PROMPTS
+    s.shrink_finished = False
+    gen = s.generation_config(max_new_tokens=12)
+    ref_ids = s.generate_ids(s.batch_inputs(flat), gen)
+    ends = {r.index(s.eos_id) if s.eos_id in r else None for r in ref_ids}
+    assert None in ends and len(ends) >= 4  # the check below means something: rows end at different steps
+    ref, ref_shared = s.generate(flat, max_new_tokens=12), s.generate_shared(ANALYZE_GROUPS, max_new_tokens=12)
+
+    s.shrink_finished = True
+    rows_per_forward = []
+    hook = s.model.register_forward_pre_hook(lambda m, a, kw: rows_per_forward.append(kw["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    streamed = []
+    try:
+        assert s.generate(flat, max_new_tokens=12, streamer=RowsStreamer(s, streamed.append)) == ref
+    finally:
+        hook.remove()
+    assert streamed[-1] == ref  # a streamer sees every row, the finished ones as padding
+    assert rows_per_forward[0] == len(flat) and rows_per_forward[-1] < len(flat)
+    assert sum(rows_per_forward) < len(flat) * len(rows_per_forward)
+    assert s.generate_shared(ANALYZE_GROUPS, max_new_tokens=12) == ref_shared
+    assert [x for g in ref_shared for x in g] == ref[:5]
 
 
 # -- int8 inference ----------------------------------------------------------------------------------------------
