@@ -276,10 +276,10 @@ def build(ctx):
     default_a, default_b = ctx.default_pair()
     choices = ctx.checkpoint_choices()
     with gr.Row():
-        a = gr.Dropdown(choices, value=default_a, allow_custom_value=True, label="A (default: latest phase-1 model)",
+        a = gr.Dropdown(choices, value=default_a, allow_custom_value=True, label="A (default: the phase-1 model B was reflected from)",
                         elem_id="compare-a")
         b = gr.Dropdown(choices, value=default_b, allow_custom_value=True,
-                        label="B (default: latest self-reflected model)", elem_id="compare-b")
+                        label="B (default: your latest self-reflected run, else the best shipped one)", elem_id="compare-b")
         refresh = gr.Button("↻", scale=0, min_width=40)
     mode = gr.Radio(list(MODES), value=FOLLOW, elem_id="compare-mode",
                     label="Summarize answer: each model's own (what it was trained with, from its run), or the same "
