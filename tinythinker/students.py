@@ -288,7 +288,8 @@ class Student:
     @torch.no_grad()
     def generate_ids(self, batch: dict[str, torch.Tensor], gen: GenerationConfig, seed: int | None = None,
                      prefix_allowed_tokens_fn=None, streamer: RowsStreamer | None = None) -> list[list[int]]:
-        """Token ids of the continuations of a `batch_inputs` batch (prompt removed; EOS and padding kept)."""
+        """Token ids of the continuations of a `batch_inputs` batch (prompt removed; EOS kept, and the padding
+        after it where transformers' `generate` decodes; `greedy_shrinking`'s rows end at their EOS)."""
         if self._shrinks(gen, prefix_allowed_tokens_fn):
             return self.greedy_shrinking(batch, gen.max_new_tokens, streamer=streamer)
         if seed is not None:
