@@ -258,7 +258,7 @@ class Student:
                 streamer.put(ids)
             step = core(input_ids=ids[:, done:], attention_mask=mask, position_ids=positions[:, done:],
                         use_cache=True, logits_to_keep=1, **({} if cache is None else {_cache_kwarg(core): cache}))
-            cache = getattr(step, "cache", None) or step.past_key_values
+            cache = _returned_cache(step)
             next_pos = positions[:, -1:] + 1
             for n in range(max_new_tokens):
                 token = step.logits[:, -1].argmax(-1)
@@ -277,7 +277,7 @@ class Student:
                 mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
                 step = core(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
                             use_cache=True, logits_to_keep=1, **{_cache_kwarg(core): cache})
-                cache = getattr(step, "cache", None) or step.past_key_values
+                cache = _returned_cache(step)
                 next_pos = next_pos + 1
             if streamer is not None:
                 streamer.end()
@@ -358,7 +358,7 @@ class Student:
             # The body alone: the cache is all that is wanted, not logits over the prefix.
             out = core.base_model(input_ids=prefix_ids, attention_mask=prefix_mask,
                                   position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = _returned_cache(out)
             cache.reorder_cache(torch.tensor([i for i, g in enumerate(groups) for _ in g], device=self.device))
             gen = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                          temperature=temperature, top_k=top_k, top_p=top_p)
@@ -467,21 +467,21 @@ class Student:
         # Rows of one forward pass are padded to the longest; Summarize inputs differ in length by up to 2x
         # (a looping analysis is 64 tokens, a short one 10), and padding was 55% of the columns scored on CSQA.
         # So rows go in bands of similar length (longest first), each band its own pass.
-        lengths = [len(x) for x in self._input_ids(list(inputs), self.max_source_length)]
-        order = sorted(range(len(inputs)), key=lambda i: -lengths[i])
+        ids = self._input_ids(list(inputs), self.max_source_length)
+        bands: list[list[int]] = []
+        for i in sorted(range(len(ids)), key=lambda i: -len(ids[i])):
+            if bands and len(ids[i]) >= SCORE_BAND * len(ids[bands[-1][0]]):
+                bands[-1].append(i)
+            else:
+                bands.append([i])
         scores: list[list[float]] = [[] for _ in inputs]
-        band: list[int] = []
-        for i in order + [None]:
-            if band and (i is None or lengths[i] < SCORE_BAND * lengths[band[0]]):
-                for j, row in zip(band, self._score_band([inputs[j] for j in band], [choices[j] for j in band]),
-                                  strict=True):
-                    scores[j] = row
-                band = []
-            if i is not None:
-                band.append(i)
+        for band in bands:
+            for i, row in zip(band, self._score_band([ids[i] for i in band], [choices[i] for i in band]),
+                              strict=True):
+                scores[i] = row
         return scores
 
-    def _score_band(self, inputs: list[str], choices: list[list[str]]) -> list[list[float]]:
+    def _score_band(self, input_ids: list[list[int]], choices: list[list[str]]) -> list[list[float]]:
         core = _core(self.model)
         was_training = self.model.training
         self.model.eval()
@@ -492,7 +492,7 @@ class Student:
             ids, cmask = padded["input_ids"], padded["attention_mask"]
             width = ids.shape[1]
             if self.kind == SEQ2SEQ:
-                batch = self._batch(self._input_ids(list(inputs), self.max_source_length), "right")
+                batch = self._batch(input_ids, "right")
                 encoded = core.get_encoder()(**batch)
                 encoded.last_hidden_state = encoded.last_hidden_state[row]
                 labels = ids.masked_fill(cmask == 0, -100)
@@ -500,12 +500,12 @@ class Student:
                               decoder_input_ids=core.prepare_decoder_input_ids_from_labels(labels=labels)).logits
                 logp = torch.log_softmax(logits.float(), -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
             else:
-                batch = self.batch_inputs(inputs)  # left-padded: every prompt ends at the last column
+                batch = self._batch(input_ids, "left")  # left-padded: every prompt ends at the last column
                 pmask = batch["attention_mask"]
                 positions = (pmask.cumsum(-1) - 1).clamp(min=0)
                 out = core.base_model(input_ids=batch["input_ids"], attention_mask=pmask, position_ids=positions,
                                       use_cache=True)
-                cache = getattr(out, "cache", None) or out.past_key_values
+                cache = _returned_cache(out)
                 cache.reorder_cache(row)
                 last = out.last_hidden_state[:, -1][row]  # predicts each candidate's first token
                 start = pmask.sum(-1)[row].unsqueeze(-1)
@@ -620,6 +620,11 @@ def _cache_kwarg(model) -> str:
     # transformers 5.x renames `past_key_values` to `cache` (the old name warns until it is removed). Read once per
     # model class: this runs on every scoring and Analyze batch.
     return _cache_kwarg_of(type(model))
+
+
+def _returned_cache(out):
+    # transformers 5.x returns the key/value cache as `cache`; older outputs call it `past_key_values`.
+    return getattr(out, "cache", None) or out.past_key_values
 
 
 def completion_logprobs(student: Student, input_ids: torch.Tensor, attention_mask: torch.Tensor,
